@@ -1,0 +1,161 @@
+"""Factories that build an optimizer and a learning-rate scheduler from their config names.
+
+The training config names its optimizer and scheduler with a string (``optimizer: adamw``,
+``scheduler: cosine``); these factories turn the names into objects, pass extra keyword
+arguments through to the constructors, and reject unknown names and arguments with errors that
+list what is accepted, so a misspelt config fails before training starts.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from nol_fast.optim import AdaBound, PlateauScheduler, WarmupScheduler
+from nol_fast.optim.schedulers import SCHEDULES
+
+# name -> (optimizer class, constructor arguments fixed by the name)
+OPTIMIZERS: dict[str, tuple[type[torch.optim.Optimizer], dict[str, Any]]] = {
+    "adam": (torch.optim.Adam, {}),
+    "adamw": (torch.optim.AdamW, {}),
+    "sgd": (torch.optim.SGD, {}),
+    "rmsprop": (torch.optim.RMSprop, {}),
+    "adabound": (AdaBound, {"amsbound": False}),
+    "amsbound": (AdaBound, {"amsbound": True}),
+}
+
+SCHEDULERS: tuple[str, ...] = (*SCHEDULES, "plateau")
+
+
+def create_optimizer(
+    parameters: Iterable[Tensor] | Iterable[dict[str, Any]],
+    optimizer_name: str = "adamw",
+    learning_rate: float = 1e-4,
+    weight_decay: float = 1e-5,
+    **kwargs: Any,
+) -> torch.optim.Optimizer:
+    """Build an optimizer by name.
+
+    Parameters
+    ----------
+    parameters
+        Parameters (a generator such as ``model.parameters()`` or a list) or param-group dicts.
+    optimizer_name
+        Case-insensitive: ``adam``, ``adamw``, ``sgd``, ``rmsprop`` (``torch.optim``),
+        ``adabound`` or ``amsbound`` (:class:`nol_fast.optim.AdaBound`, the latter with
+        ``amsbound=True``).
+    learning_rate, weight_decay
+        Passed as ``lr`` and ``weight_decay``.
+    **kwargs
+        Further constructor arguments of the optimizer (``betas``, ``eps``, ``momentum``,
+        ``nesterov``, ``final_lr``, ``gamma``...).
+
+    Returns
+    -------
+    torch.optim.Optimizer
+
+    Raises
+    ------
+    ValueError
+        For an unknown name.
+    TypeError
+        For a keyword argument the optimizer does not take.
+
+    Examples
+    --------
+    >>> model = torch.nn.Linear(4, 2)
+    >>> optimizer = create_optimizer(model.parameters(), "sgd", 1e-2, momentum=0.9,
+    ...                              nesterov=True)
+    >>> type(optimizer).__name__, optimizer.param_groups[0]["momentum"]
+    ('SGD', 0.9)
+    """
+    name = _normalise(optimizer_name, OPTIMIZERS, "optimizer")
+    cls, fixed = OPTIMIZERS[name]
+    _check_kwargs(f"optimizer {name!r}", cls, kwargs, exclude={"params", "lr", *fixed})
+    return cls(parameters, lr=learning_rate, weight_decay=weight_decay, **fixed, **kwargs)
+
+
+def create_scheduler(
+    optimizer: torch.optim.Optimizer,
+    scheduler_name: str = "cosine",
+    warmup_steps: int = 0,
+    interval: str | None = None,
+    **kwargs: Any,
+) -> WarmupScheduler | PlateauScheduler:
+    """Build a learning-rate scheduler by name.
+
+    Parameters
+    ----------
+    optimizer
+        The optimizer to schedule.
+    scheduler_name
+        Case-insensitive: ``cosine`` (``T_max``, ``eta_min``), ``cosine_restarts`` (``T_0``,
+        ``T_mult``, ``eta_min``), ``linear`` (``T_max`` or its alias ``total_steps``,
+        ``end_factor``), ``step`` (``step_size``, ``gamma``), ``exponential`` (``gamma``),
+        ``constant``: a :class:`~nol_fast.optim.WarmupScheduler`; or ``plateau``
+        (the arguments of ``torch.optim.lr_scheduler.ReduceLROnPlateau``): a
+        :class:`~nol_fast.optim.PlateauScheduler`.
+    warmup_steps
+        Linear warm-up length in units of ``interval``; must be 0 for ``plateau``.
+    interval
+        ``'step'`` or ``'epoch'``: what one scheduler step stands for. Defaults to ``'step'``
+        for the warm-up schedulers; ``plateau`` only takes ``'epoch'``.
+    **kwargs
+        The schedule's options.
+
+    Returns
+    -------
+    WarmupScheduler or PlateauScheduler
+        Both have ``interval`` and ``needs_horizon``; a cosine or linear schedule built without
+        ``T_max`` needs ``set_horizon(total_steps)`` before its first step.
+
+    Examples
+    --------
+    >>> model = torch.nn.Linear(4, 2)
+    >>> optimizer = create_optimizer(model.parameters(), "adamw", 1e-3)
+    >>> scheduler = create_scheduler(optimizer, "cosine", warmup_steps=10, T_max=1000)
+    >>> scheduler.interval, optimizer.param_groups[0]["lr"]
+    ('step', 0.0001)
+    """
+    name = _normalise(scheduler_name, SCHEDULERS, "scheduler")
+    if name == "plateau":
+        if warmup_steps:
+            raise ValueError(
+                f"scheduler 'plateau' takes no warm-up; got warmup_steps={warmup_steps!r}, "
+                "expected 0"
+            )
+        if interval not in (None, "epoch"):
+            raise ValueError(f"scheduler 'plateau' steps once per epoch; got interval={interval!r}")
+        _check_kwargs("scheduler 'plateau'", PlateauScheduler, kwargs, exclude={"optimizer"})
+        return PlateauScheduler(optimizer, **kwargs)
+    if name == "linear" and "total_steps" in kwargs:
+        if "T_max" in kwargs:
+            raise TypeError("scheduler 'linear': give T_max or its alias total_steps, not both")
+        kwargs["T_max"] = kwargs.pop("total_steps")
+    return WarmupScheduler(
+        optimizer, name, warmup_steps=warmup_steps, interval=interval or "step", **kwargs
+    )
+
+
+def _normalise(name: str, known: Iterable[str], kind: str) -> str:
+    """Lower-case ``name`` and check it is one of ``known``."""
+    key = name.lower() if isinstance(name, str) else name
+    if key not in known:
+        raise ValueError(f"unknown {kind} {name!r}; choose one of: {', '.join(known)}")
+    return key
+
+
+def _check_kwargs(owner: str, cls: type, kwargs: dict[str, Any], exclude: set[str]) -> None:
+    """Raise TypeError naming the keyword arguments that ``cls`` does not accept."""
+    parameters = inspect.signature(cls.__init__).parameters
+    accepted = [name for name in parameters if name not in exclude and name != "self"]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise TypeError(
+            f"{owner} got unknown keyword argument(s) {', '.join(map(repr, unknown))}; "
+            f"it accepts: {', '.join(accepted)}"
+        )
