@@ -1,0 +1,19 @@
+"""Neural operator models and the registry that builds them from config files.
+
+``create_model(config.model.model_type, config.model.__dict__)`` builds any registered model;
+:class:`FNO` is registered as ``'fno'`` and ``'fourier_neural_operator'``.
+"""
+
+from nol_fast.models.base import NeuralOperatorBase
+from nol_fast.models.fno import FNO
+from nol_fast.models.registry import available_models, create_model, register_model
+from nol_fast.models.spectral_conv import SpectralConv
+
+__all__ = [
+    "FNO",
+    "NeuralOperatorBase",
+    "SpectralConv",
+    "available_models",
+    "create_model",
+    "register_model",
+]
