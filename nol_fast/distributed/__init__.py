@@ -1,0 +1,1 @@
+"""Distributed training: parallelism strategies and process-group set-up."""

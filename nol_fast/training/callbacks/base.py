@@ -1,0 +1,119 @@
+"""The callback protocol of the Trainer, and the shared base for metric-monitoring callbacks."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nol_fast.training.trainer import Trainer
+
+BATCH_HOOKS = ("on_batch_begin", "on_batch_end")
+
+
+class TrainingCallback(ABC):
+    """Base class for training callbacks.
+
+    Override any of the hooks; the defaults do nothing. The Trainer calls them at these points:
+
+    - ``on_train_begin(trainer)`` / ``on_train_end(trainer)``: around ``Trainer.train``.
+    - ``on_epoch_begin(trainer, epoch)``: ``epoch`` is the 0-based epoch index.
+    - ``on_epoch_end(trainer, epoch, train_losses, val_losses)``: ``train_losses`` holds the
+      epoch's training metrics (``'train_loss'`` and loss components), ``val_losses`` the
+      validation metrics (``'val_loss'``, ``'val_rel_l2'``; empty when the epoch did not
+      validate). ``trainer.logs`` holds every metric of the epoch, ``lr`` and ``epoch_time``
+      included. Set ``trainer.stop_training = True`` to stop after this epoch.
+    - ``on_batch_begin(trainer, batch_idx, batch)`` / ``on_batch_end(trainer, batch_idx,
+      batch_metrics)``: around each training batch. ``batch_metrics['loss']`` is a 0-dim tensor
+      on the training device; reading it (``float()``) synchronises with the device, so do it
+      only every few batches.
+
+    The Trainer skips per-batch dispatch entirely when no callback overrides a batch hook.
+    Callbacks that keep state override :meth:`state_dict` and :meth:`load_state_dict`; the
+    Trainer stores that state in its checkpoints so a resumed run continues where it stopped.
+    """
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        """Called once at the start of ``Trainer.train``."""
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        """Called once at the end of ``Trainer.train``, also after an early stop."""
+
+    def on_epoch_begin(self, trainer: Trainer, epoch: int) -> None:
+        """Called at the start of each epoch (0-based index)."""
+
+    def on_epoch_end(
+        self,
+        trainer: Trainer,
+        epoch: int,
+        train_losses: dict[str, float],
+        val_losses: dict[str, float],
+    ) -> None:
+        """Called at the end of each epoch with that epoch's metrics."""
+
+    def on_batch_begin(self, trainer: Trainer, batch_idx: int, batch: Any) -> None:
+        """Called before each training batch."""
+
+    def on_batch_end(self, trainer: Trainer, batch_idx: int, batch_metrics: dict[str, Any]) -> None:
+        """Called after each training batch with 0-dim device tensors."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """State to keep in checkpoints (plain data and tensors)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+    def overrides(self, hook: str) -> bool:
+        """Whether this callback's class overrides ``hook`` (lets the loop skip no-op hooks)."""
+        return getattr(type(self), hook) is not getattr(TrainingCallback, hook)
+
+
+class MonitorCallback(TrainingCallback):
+    """Shared base for callbacks that watch one metric for improvement.
+
+    Parameters
+    ----------
+    monitor
+        Name of the metric in the epoch logs, such as ``'val_loss'``.
+    mode
+        ``'min'`` if smaller is better, ``'max'`` if larger is better.
+    min_delta
+        An improvement must beat the best value by more than this.
+    """
+
+    def __init__(self, monitor: str = "val_loss", mode: str = "min", min_delta: float = 0.0):
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        if min_delta < 0:
+            raise ValueError(f"min_delta must be >= 0, got {min_delta!r}")
+        self.monitor = monitor
+        self.mode = mode
+        self.min_delta = float(min_delta)
+        self.best = math.inf if mode == "min" else -math.inf
+
+    def current_value(self, trainer: Trainer) -> float | None:
+        """The monitored value of this epoch, or ``None`` when the epoch did not produce it.
+
+        A metric that the run never logs is an error naming the metrics it does log.
+        """
+        logs = trainer.logs
+        if self.monitor not in logs:
+            raise KeyError(
+                f"{type(self).__name__} monitors '{self.monitor}', which is not logged; "
+                f"logged metrics: {', '.join(sorted(logs))}"
+            )
+        value = logs[self.monitor]
+        return None if math.isnan(value) else float(value)
+
+    def is_improvement(self, value: float) -> bool:
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best = state["best"]

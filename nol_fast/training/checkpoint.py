@@ -1,0 +1,151 @@
+"""Crash-safe checkpoint files and the RNG state that makes a resumed run bit-identical.
+
+Writes go to a temporary file in the target directory, are flushed and fsync'ed, and then
+``os.replace`` puts them in place, so a crash mid-write leaves the previous file intact. Reads
+use ``torch.load(weights_only=True)``: a checkpoint holds only tensors and plain data, and a file
+that is truncated, foreign or not ours is reported as a :class:`CheckpointError`.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+#: Marks files written by ``Trainer.save_checkpoint``; bumped when the layout changes.
+FORMAT = "nol_fast.checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, truncated, foreign or does not fit the model."""
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to ``path`` atomically: the file is either the old one or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            torch.save(obj, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Persist the rename itself (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_file(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+    """``torch.load`` with ``weights_only=True``, turning every failure into a clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{path} holds objects other than tensors and plain data, so it is not a nol_fast "
+            f"checkpoint and was not loaded: {str(err).splitlines()[0]}"
+        ) from None
+    except Exception as err:  # noqa: BLE001 - any failure to parse means "not a checkpoint"
+        raise CheckpointError(
+            f"{path} is truncated or not a checkpoint file: {str(err).splitlines()[0]}"
+        ) from None
+
+
+def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a full training checkpoint and check its format marker."""
+    state = load_file(path, map_location)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        hint = ""
+        if isinstance(state, dict) and state and all(
+            isinstance(v, torch.Tensor) for v in state.values()
+        ):
+            hint = " (it looks like a plain state_dict: use model.load_state_dict)"
+        raise CheckpointError(f"{path} is not a nol_fast training checkpoint{hint}")
+    if state.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format {state['format_version']}, newer than this version "
+            f"of nol_fast reads ({FORMAT_VERSION}); upgrade nol_fast"
+        )
+    return state
+
+
+def check_state_dict_fits(module: torch.nn.Module, state: dict[str, Any], source: str) -> None:
+    """Raise before loading if ``state`` does not match ``module``'s keys and shapes.
+
+    ``Module.load_state_dict`` copies every matching tensor before it reports a mismatch; this
+    check runs first so a bad checkpoint leaves the model untouched.
+    """
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and isinstance(state[k], torch.Tensor) and state[k].shape != own[k].shape
+    ]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing[:5]}")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected[:5]}")
+        if wrong:
+            parts.append(f"shape mismatches {wrong[:5]}")
+        raise CheckpointError(
+            f"{source} does not fit the model ({type(module).__name__}): {'; '.join(parts)}"
+        )
+
+
+def capture_rng_state(generators: list[torch.Generator]) -> dict[str, Any]:
+    """RNG states of python, numpy, torch (CPU and CUDA) and the given generators.
+
+    Kept as tensors and plain data so the checkpoint loads with ``weights_only=True``.
+    """
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+        "generators": [g.get_state() for g in generators],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any], generators: list[torch.Generator]) -> None:
+    """Inverse of :func:`capture_rng_state`."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    for generator, gen_state in zip(generators, state["generators"], strict=True):
+        generator.set_state(gen_state)

@@ -1,0 +1,604 @@
+"""The Trainer: one readable training loop with callbacks, checkpoints and mixed precision.
+
+The loop, per optimizer step: fetch a batch, move it with ``non_blocking``, run the forward
+pass under autocast, compute the loss, scale it for accumulation (and fp16 loss scaling), run
+backward; after ``gradient_accumulation_steps`` micro-batches unscale, clip, step the optimizer
+and the per-step scheduler. Losses accumulate on the device and are read back only every
+``sync_frequency`` batches and at the end of the epoch, so the loop does not wait on the device
+per step. Device placement (:meth:`Trainer.place_model`), checkpoint writing
+(:meth:`Trainer.save_checkpoint`) and callback dispatch (:class:`CallbackList`) each live in one
+overridable place, which is where distributed training plugs in.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from nol_fast.training.batches import to_device, unpack_batch
+from nol_fast.training.callbacks.base import BATCH_HOOKS, TrainingCallback
+from nol_fast.training.callbacks.lr_scheduler import LearningRateScheduler
+from nol_fast.training.checkpoint import (
+    FORMAT,
+    FORMAT_VERSION,
+    CheckpointError,
+    atomic_save,
+    capture_rng_state,
+    check_state_dict_fits,
+    load_checkpoint_file,
+    restore_rng_state,
+)
+from nol_fast.training.config import TrainingConfig
+from nol_fast.training.metrics import relative_l2
+from nol_fast.training.optimizers import create_optimizer
+from nol_fast.training.precision import autocast, autocast_dtype, grad_scaler
+from nol_fast.training.progress import EpochProgress, ensure_log_output, log_epoch
+
+logger = logging.getLogger(__name__)
+
+PLATEAU = torch.optim.lr_scheduler.ReduceLROnPlateau
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+    def __init__(self, epoch: int, batch: int):
+        self.epoch = epoch
+        self.batch = batch
+        super().__init__(
+            f"non-finite training loss at epoch {epoch + 1}, batch {batch}; training stopped "
+            f"and checkpoints already written are kept. Lower the learning rate, enable "
+            f"gradient_clipping, or set skip_nonfinite=True in the TrainingConfig to skip such "
+            f"steps"
+        )
+
+
+class CallbackList:
+    """Dispatches hooks to callbacks; per-batch hooks only when some callback overrides them."""
+
+    def __init__(self, callbacks: Iterable[TrainingCallback] | None):
+        self.callbacks = list(callbacks or [])
+        for callback in self.callbacks:
+            if not isinstance(callback, TrainingCallback):
+                raise TypeError(
+                    f"callbacks must be TrainingCallback instances, got {type(callback).__name__}"
+                )
+        self.wants_batch_hooks = any(
+            cb.overrides(hook) for cb in self.callbacks for hook in BATCH_HOOKS
+        )
+
+    def call(self, hook: str, *args: Any) -> None:
+        for callback in self.callbacks:
+            if callback.overrides(hook):
+                getattr(callback, hook)(*args)
+
+    def keyed(self) -> dict[str, TrainingCallback]:
+        """Callbacks keyed by position and class, the key their checkpointed state uses."""
+        return {f"{i}:{type(cb).__name__}": cb for i, cb in enumerate(self.callbacks)}
+
+
+class Trainer:
+    """Train a neural operator.
+
+    Parameters
+    ----------
+    model
+        The model to train (any ``nn.Module``; :class:`~nol_fast.models.NeuralOperatorBase`
+        models also get their inputs' shapes checked).
+    train_loader, val_loader
+        Loaders yielding ``(x, y)`` tuples/lists or dicts with ``'x'`` and ``'y'``.
+        ``val_loader`` may be ``None``.
+    optimizer
+        A ``torch.optim.Optimizer``. ``None`` builds one from ``config`` with
+        :func:`~nol_fast.training.optimizers.create_optimizer`.
+    scheduler
+        Optional learning-rate scheduler. Schedulers from ``create_scheduler`` step per optimizer
+        step (or per epoch when created with ``interval='epoch'``); other schedulers step per
+        epoch, and ``ReduceLROnPlateau`` per validation with ``config.monitor``. A scheduler
+        created without its horizon (``'cosine'`` without ``T_max``) gets
+        ``epochs × optimizer steps per epoch`` when training starts.
+    loss_fn
+        ``loss_fn(pred, target)`` returning a scalar tensor; default MSE. A loss whose
+        signature has an ``inputs`` parameter also receives the batch inputs. If the loss
+        exposes ``last_components`` (a dict of 0-dim tensors), each component is logged as
+        ``train_<name>`` / ``val_<name>``.
+    device
+        Training device; default: the device of the model's parameters.
+    config
+        A :class:`TrainingConfig`; default ``TrainingConfig()``.
+
+    Examples
+    --------
+    >>> trainer = Trainer(model=model, train_loader=train_loader, val_loader=val_loader,
+    ...                   optimizer=optimizer, loss_fn=loss_fn, device=device)  # doctest: +SKIP
+    >>> callbacks = [EarlyStopping(patience=10)]  # doctest: +SKIP
+    >>> history = trainer.train(epochs=100, callbacks=callbacks)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_loader: Iterable,
+        val_loader: Iterable | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        scheduler: Any = None,
+        loss_fn: Callable[..., torch.Tensor] | None = None,
+        device: torch.device | str | None = None,
+        config: TrainingConfig | None = None,
+    ):
+        ensure_log_output()
+        self.config = config if config is not None else TrainingConfig()
+        if not isinstance(self.config, TrainingConfig):
+            raise TypeError(f"config must be a TrainingConfig, got {type(self.config).__name__}")
+        self.device = torch.device(device) if device is not None else _model_device(model)
+        self.model = self.place_model(model)
+        self.train_loader = train_loader
+        self.val_loader = val_loader
+        if optimizer is None:
+            optimizer = create_optimizer(
+                self.model.parameters(), self.config.optimizer, self.config.learning_rate,
+                self.config.weight_decay,
+            )
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.loss_fn = loss_fn if loss_fn is not None else nn.MSELoss()
+        self._loss_takes_inputs = _accepts_keyword(self.loss_fn, "inputs")
+        self.amp_dtype = autocast_dtype(self.device, self.config.mixed_precision)
+        self.scaler = grad_scaler(self.device, self.amp_dtype)
+
+        # Training state: everything below is saved in checkpoints.
+        self.epoch = 0  # epochs completed
+        self.global_step = 0  # optimizer steps taken
+        self.global_batch = 0  # training batches seen
+        self.history: dict[str, list[float]] = {}
+        # Set during training, read by callbacks.
+        self.logs: dict[str, float] = {}
+        self.stop_training = False
+        self.took_optimizer_step = False
+        self.callbacks = CallbackList(None)
+        self._pending_callback_state: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ placement
+    def place_model(self, model: nn.Module) -> nn.Module:
+        """Move the model to the training device (distributed trainers wrap it here)."""
+        return model.to(self.device)
+
+    # ------------------------------------------------------------------ public API
+    def train(
+        self, epochs: int, callbacks: list[TrainingCallback] | None = None
+    ) -> dict[str, list[float]]:
+        """Train until ``epochs`` epochs in total have run, or a callback stops training.
+
+        ``epochs`` counts from the start of the run: a trainer restored from a checkpoint taken
+        after epoch k continues with epoch k+1.
+
+        Returns
+        -------
+        The history: lists keyed ``'train_loss'``, ``'val_loss'``, ``'val_rel_l2'``, ``'lr'``,
+        ``'epoch_time'`` (and loss components / callback metrics), one entry per epoch of the
+        whole run. ``val_*`` entries are NaN for epochs that did not validate.
+        """
+        if not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+        self.callbacks = CallbackList(callbacks)
+        self._restore_callback_state()
+        self._prepare_scheduler(epochs)
+        self.stop_training = False
+        if self.epoch >= epochs:
+            logger.info("already trained for %d epochs; nothing to do", self.epoch)
+        self.callbacks.call("on_train_begin", self)
+        for epoch in range(self.epoch, epochs):
+            self.callbacks.call("on_epoch_begin", self, epoch)
+            start = time.perf_counter()
+            train_metrics = self._train_epoch(epoch, epochs)
+            val_metrics = self._validation_metrics(epoch, epochs)
+            lr = self.current_lr()
+            self.epoch = epoch + 1
+            self.logs = {
+                **train_metrics, **val_metrics, "lr": lr,
+                "epoch_time": time.perf_counter() - start,
+            }
+            self._step_scheduler_on_epoch()
+            self._record_history()  # before the callbacks, so checkpoints they write have it
+            self.callbacks.call("on_epoch_end", self, epoch, train_metrics, val_metrics)
+            self._record_history()  # again, for metrics the callbacks added to the logs
+            log_epoch(epoch, epochs, self.logs)
+            if self.stop_training:
+                break
+        self.callbacks.call("on_train_end", self)
+        return self.history
+
+    def evaluate(self, data_loader: Iterable, return_predictions: bool = False) -> dict[str, Any]:
+        """Evaluate the model on ``data_loader``.
+
+        Returns
+        -------
+        ``{'loss': mean loss, 'rel_l2': mean per-sample relative L2 error, 'n_samples': N}``
+        plus loss components; with ``return_predictions`` also ``'predictions'``, a CPU tensor
+        of all predictions in loader order.
+        """
+        return self._run_evaluation(data_loader, return_predictions)
+
+    def current_lr(self) -> float:
+        """The learning rate of the optimizer's first parameter group."""
+        lr = self.optimizer.param_groups[0]["lr"]
+        return float(lr.item() if isinstance(lr, torch.Tensor) else lr)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps per epoch (needs a sized training loader)."""
+        try:
+            n_batches = len(self.train_loader)
+        except TypeError:
+            raise TypeError(
+                "the training loader has no length, so the steps per epoch are unknown; give the "
+                "scheduler an explicit horizon"
+            ) from None
+        return math.ceil(n_batches / self.config.gradient_accumulation_steps)
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, filepath: str, include_optimizer: bool = True) -> None:
+        """Write a checkpoint that resumes this run bit-exactly (atomic write).
+
+        It holds the model, optimizer (if ``include_optimizer``), scheduler, GradScaler, epoch
+        and step counters, history, callback states, RNG states and the config.
+        """
+        callback_state = {key: cb.state_dict() for key, cb in self.callbacks.keyed().items()}
+        state = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "model": self.model.state_dict(),
+            "model_config": getattr(self.model, "model_config", None),
+            "optimizer": self.optimizer.state_dict() if include_optimizer else None,
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "global_batch": self.global_batch,
+            "history": {k: list(v) for k, v in self.history.items()},
+            "callbacks": {**self._pending_callback_state, **callback_state},
+            "rng": capture_rng_state(self._loader_generators()),
+            "config": self.config.to_dict(),
+        }
+        atomic_save(state, filepath)
+
+    def load_checkpoint(self, filepath: str, load_optimizer: bool = True) -> dict[str, Any]:
+        """Restore a checkpoint written by :meth:`save_checkpoint`.
+
+        Everything is validated before anything is applied: a truncated, foreign or mismatched
+        file raises :class:`~nol_fast.training.checkpoint.CheckpointError` and leaves the
+        trainer and model untouched. Callback states are applied to the callbacks of the next
+        :meth:`train` call (matched by position and class).
+
+        Returns
+        -------
+        The raw checkpoint dict.
+        """
+        state = load_checkpoint_file(filepath)
+        check_state_dict_fits(self.model, state["model"], str(filepath))
+        restore_optimizer = load_optimizer and state["optimizer"] is not None
+        if load_optimizer and state["optimizer"] is None:
+            logger.warning("%s holds no optimizer state; the optimizer starts fresh", filepath)
+        if restore_optimizer:
+            _check_optimizer_fits(self.optimizer, state["optimizer"], str(filepath))
+        generators = self._loader_generators()
+        if len(state["rng"].get("generators", [])) != len(generators):
+            raise CheckpointError(
+                f"{filepath} holds {len(state['rng']['generators'])} data-loader generator "
+                f"state(s) but this trainer's loaders have {len(generators)}; build the loaders "
+                f"as in the saved run"
+            )
+
+        self.model.load_state_dict(state["model"])
+        if restore_optimizer:
+            self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch = state["epoch"]
+        self.global_step = state["global_step"]
+        self.global_batch = state["global_batch"]
+        self.history = {k: list(v) for k, v in state["history"].items()}
+        self._pending_callback_state = dict(state["callbacks"])
+        restore_rng_state(state["rng"], generators)
+        logger.info("resumed from %s after epoch %d", filepath, self.epoch)
+        return state
+
+    # ------------------------------------------------------------------ the loop
+    def _train_epoch(self, epoch: int, epochs: int) -> dict[str, float]:
+        model, config = self.model, self.config
+        model.train()
+        accumulation = config.gradient_accumulation_steps
+        n_batches = _safe_len(self.train_loader)
+        progress = EpochProgress(epoch, epochs, n_batches)
+        loss_sum = torch.zeros((), device=self.device)
+        component_sums: dict[str, torch.Tensor] = {}
+        first_bad_batch = torch.full((), -1, device=self.device, dtype=torch.long)
+        seen = skipped = 0
+        self.optimizer.zero_grad(set_to_none=True)
+        for batch_idx, batch in enumerate(self.train_loader):
+            if self.callbacks.wants_batch_hooks:
+                self.callbacks.call("on_batch_begin", self, batch_idx, batch)
+            x, y = (to_device(t, self.device) for t in unpack_batch(batch))
+            if batch_idx == 0:
+                _check_input(model, x)
+            loss, components = self._forward_loss(x, y, check_shapes=batch_idx == 0)
+            loss_detached = loss.detach()
+            # One host sync per step, only when skipping is asked for: the step must be
+            # skipped before backward poisons the accumulated gradients.
+            if config.skip_nonfinite and not bool(torch.isfinite(loss_detached)):
+                skipped += 1
+                loss_detached = torch.zeros_like(loss_detached)
+            else:
+                group_start = batch_idx - batch_idx % accumulation
+                group_size = min(accumulation, (n_batches or batch_idx + 1) - group_start)
+                self.scaler.scale(loss / max(group_size, 1)).backward()
+                first_bad_batch = torch.where(
+                    (first_bad_batch < 0) & ~torch.isfinite(loss_detached),
+                    torch.full_like(first_bad_batch, batch_idx), first_bad_batch,
+                )
+            loss_sum += loss_detached
+            for name, value in components.items():
+                component_sums[name] = component_sums.get(name, 0.0) + value
+            seen += 1
+            self.global_batch += 1
+            end_of_group = (batch_idx + 1) % accumulation == 0 or batch_idx + 1 == n_batches
+            self.took_optimizer_step = end_of_group
+            if end_of_group:
+                self._optimizer_step()
+            if self.callbacks.wants_batch_hooks:
+                metrics = {"loss": loss_detached, **components}
+                self.callbacks.call("on_batch_end", self, batch_idx, metrics)
+            progress.advance()
+            if (batch_idx + 1) % config.sync_frequency == 0:
+                # Host sync point: read the running loss and check for non-finite values.
+                self._raise_if_nonfinite(epoch, first_bad_batch)
+                progress.show_loss(float(loss_sum) / seen)
+        if n_batches is None and seen % accumulation:
+            self._optimizer_step()  # flush the last partial group of an unsized loader
+        progress.close()
+        if seen == 0:
+            raise ValueError("the training loader yielded no batches")
+        self._raise_if_nonfinite(epoch, first_bad_batch)
+        metrics = {"train_loss": float(loss_sum) / seen}
+        metrics.update({f"train_{k}": float(v) / seen for k, v in component_sums.items()})
+        if config.skip_nonfinite:
+            metrics["skipped_steps"] = float(skipped)
+            if skipped:
+                logger.warning("epoch %d: skipped %d non-finite steps", epoch + 1, skipped)
+        return metrics
+
+    def _forward_loss(
+        self, x: torch.Tensor, y: torch.Tensor, check_shapes: bool = False
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        with autocast(self.device, self.amp_dtype):
+            pred = self.model(x)
+            if check_shapes and pred.shape != y.shape and isinstance(self.loss_fn, nn.MSELoss):
+                raise ValueError(
+                    f"the model's output shape {tuple(pred.shape)} does not match the target "
+                    f"shape {tuple(y.shape)} (input shape {tuple(x.shape)}); check the model's "
+                    f"out_channels and the data"
+                )
+            if self._loss_takes_inputs:
+                loss = self.loss_fn(pred, y, inputs=x)
+            else:
+                loss = self.loss_fn(pred, y)
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            raise TypeError(
+                f"loss_fn must return a scalar tensor, got "
+                f"{type(loss).__name__}{tuple(getattr(loss, 'shape', ()))}"
+            )
+        components = getattr(self.loss_fn, "last_components", None) or {}
+        components = {k: v.detach().float() for k, v in components.items()}
+        return loss.float().reshape(()), components
+
+    def _optimizer_step(self) -> None:
+        clip = self.config.gradient_clipping
+        if clip:
+            self.scaler.unscale_(self.optimizer)
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.global_step += 1
+        if self._scheduler_interval() == "step":
+            self.scheduler.step()
+
+    def _raise_if_nonfinite(self, epoch: int, first_bad_batch: torch.Tensor) -> None:
+        bad = int(first_bad_batch)
+        if bad >= 0:
+            raise NonFiniteLossError(epoch, bad)
+
+    # ------------------------------------------------------------------ validation
+    def _validation_metrics(self, epoch: int, epochs: int) -> dict[str, float]:
+        if self.val_loader is None:
+            return {}
+        due = (epoch + 1) % self.config.val_frequency == 0 or epoch + 1 == epochs
+        if not due:
+            return {f"val_{k}": math.nan for k in self._last_val_keys()}
+        result = self._run_evaluation(self.val_loader, return_predictions=False)
+        result.pop("n_samples")
+        return {f"val_{k}": v for k, v in result.items()}
+
+    def _last_val_keys(self) -> list[str]:
+        keys = [k[4:] for k in self.history if k.startswith("val_")]
+        return keys or ["loss", "rel_l2"]
+
+    def _run_evaluation(self, data_loader: Iterable, return_predictions: bool) -> dict[str, Any]:
+        model = self.model
+        was_training = model.training
+        model.eval()
+        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        rel_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        component_sums: dict[str, torch.Tensor] = {}
+        predictions = []
+        n_samples = 0
+        try:
+            with torch.no_grad():
+                for batch in data_loader:
+                    x, y = (to_device(t, self.device) for t in unpack_batch(batch))
+                    if n_samples == 0:
+                        _check_input(model, x)
+                    with autocast(self.device, self.amp_dtype):
+                        pred = model(x)
+                        loss = (
+                            self.loss_fn(pred, y, inputs=x)
+                            if self._loss_takes_inputs else self.loss_fn(pred, y)
+                        )
+                    size = x.shape[0]
+                    loss_sum += loss.detach().double() * size
+                    rel_sum += relative_l2(pred, y).double().sum()
+                    components = getattr(self.loss_fn, "last_components", None) or {}
+                    for name, value in components.items():
+                        component_sums[name] = (
+                            component_sums.get(name, 0.0) + value.detach().double() * size
+                        )
+                    if return_predictions:
+                        predictions.append(pred.float().cpu())
+                    n_samples += size
+        finally:
+            model.train(was_training)
+        if n_samples == 0:
+            raise ValueError("the evaluation loader yielded no batches")
+        result: dict[str, Any] = {
+            "loss": float(loss_sum) / n_samples,
+            "rel_l2": float(rel_sum) / n_samples,
+        }
+        result.update({k: float(v) / n_samples for k, v in component_sums.items()})
+        result["n_samples"] = n_samples
+        if return_predictions:
+            result["predictions"] = torch.cat(predictions)
+        return result
+
+    # ------------------------------------------------------------------ schedulers
+    def _scheduler_interval(self) -> str | None:
+        """``'step'``, ``'epoch'`` or ``None`` (no scheduler, or a callback steps it)."""
+        scheduler = self.scheduler
+        if scheduler is None or any(
+            isinstance(cb, LearningRateScheduler) and cb.scheduler is scheduler
+            for cb in self.callbacks.callbacks
+        ):
+            return None
+        if isinstance(scheduler, PLATEAU):
+            return "epoch"
+        if self.config.scheduler_interval != "auto":
+            return self.config.scheduler_interval
+        return getattr(scheduler, "interval", "epoch")
+
+    def _prepare_scheduler(self, epochs: int) -> None:
+        interval = self._scheduler_interval()
+        if interval is None or not getattr(self.scheduler, "needs_horizon", False):
+            return
+        total = epochs * (self.steps_per_epoch if interval == "step" else 1)
+        self.scheduler.set_horizon(total)
+        logger.info("scheduler horizon set to %d %ss (epochs=%d)", total, interval, epochs)
+
+    def _step_scheduler_on_epoch(self) -> None:
+        if self._scheduler_interval() != "epoch":
+            return
+        if isinstance(self.scheduler, PLATEAU):
+            monitor = self.config.monitor
+            if self.val_loader is None and monitor.startswith("val_"):
+                monitor = "train_" + monitor[4:]
+            if monitor not in self.logs:
+                raise KeyError(
+                    f"the plateau scheduler monitors '{monitor}', which is not logged; logged "
+                    f"metrics: {', '.join(sorted(self.logs))}"
+                )
+            value = self.logs[monitor]
+            if not math.isnan(value):
+                self.scheduler.step(value)
+        else:
+            self.scheduler.step()
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _record_history(self) -> None:
+        """Write ``self.logs`` as the current epoch's history entry (idempotent).
+
+        Every column has one entry per epoch: a metric that appears late (a callback added on
+        resume) or skips an epoch is padded with NaN.
+        """
+        n_before = self.epoch - 1
+        for name in list(self.history) + [k for k in self.logs if k not in self.history]:
+            column = self.history.setdefault(name, [])
+            column.extend([math.nan] * (n_before - len(column)))
+            value = float(self.logs.get(name, math.nan))
+            if len(column) == self.epoch:
+                column[-1] = value
+            else:
+                column.append(value)
+
+    def _restore_callback_state(self) -> None:
+        if not self._pending_callback_state:
+            return
+        keyed = self.callbacks.keyed()
+        for key, state in self._pending_callback_state.items():
+            if key in keyed:
+                keyed[key].load_state_dict(state)
+            else:
+                logger.warning("no callback matches checkpointed callback state '%s'", key)
+        self._pending_callback_state = {}
+
+    def _loader_generators(self) -> list[torch.Generator]:
+        """The random generators of the loaders, whose states make resumed shuffles identical."""
+        found: list[torch.Generator] = []
+        for loader in (self.train_loader, self.val_loader):
+            if not isinstance(loader, DataLoader):
+                continue
+            sampler = getattr(loader, "sampler", None)
+            batch_sampler = getattr(loader, "batch_sampler", None)
+            candidates = [
+                loader.generator,
+                getattr(sampler, "generator", None),
+                getattr(getattr(batch_sampler, "sampler", None), "generator", None),
+            ]
+            for generator in candidates:
+                if generator is not None and all(generator is not g for g in found):
+                    found.append(generator)
+        return found
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _safe_len(loader: Iterable) -> int | None:
+    try:
+        return len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def _accepts_keyword(fn: Callable, name: str) -> bool:
+    target = fn.forward if isinstance(fn, nn.Module) else fn
+    try:
+        return name in inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _check_input(model: nn.Module, x: torch.Tensor) -> None:
+    check = getattr(model, "check_input", None)
+    if callable(check):
+        check(x)
+
+
+def _check_optimizer_fits(optimizer: torch.optim.Optimizer, state: dict, source: str) -> None:
+    saved = [len(g["params"]) for g in state.get("param_groups", [])]
+    current = [len(g["params"]) for g in optimizer.param_groups]
+    if saved != current:
+        raise CheckpointError(
+            f"{source} has optimizer parameter groups of sizes {saved}, but the optimizer has "
+            f"{current}; build the optimizer as in the saved run or use load_optimizer=False"
+        )

@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny models and loaders that make trainer tests fast and deterministic."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+
+class TinyNet(nn.Module):
+    """A small channel-mixing net on (batch, channels, n) with dropout, so RNG state matters."""
+
+    def __init__(self, in_channels: int = 2, out_channels: int = 1, hidden: int = 8):
+        super().__init__()
+        self.in_channels = in_channels
+        self.net = nn.Sequential(
+            nn.Conv1d(in_channels, hidden, 1), nn.GELU(), nn.Dropout(0.1),
+            nn.Conv1d(hidden, out_channels, 1),
+        )
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def make_data(n: int = 40, in_channels: int = 2, grid: int = 6, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, in_channels, grid, generator=g)
+    y = torch.tanh(x.sum(1, keepdim=True)) + 0.1 * x[:, :1] ** 2
+    return x, y
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Generated datasets go to a per-session temporary cache, never the home directory."""
+    monkeypatch.setenv("NOL_FAST_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture
+def loaders():
+    """(train_loader, val_loader) with a seeded shuffling generator on the training loader."""
+    x, y = make_data()
+    train = DataLoader(
+        TensorDataset(x[:32], y[:32]), batch_size=8, shuffle=True,
+        generator=torch.Generator().manual_seed(1),
+    )
+    val = DataLoader(TensorDataset(x[32:], y[32:]), batch_size=4)
+    return train, val

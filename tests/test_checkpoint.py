@@ -1,0 +1,183 @@
+"""Checkpoints: bit-identical resume, atomic writes, and clear errors on bad files."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import pytest
+import torch
+from conftest import TinyNet, make_data
+from torch.utils.data import DataLoader, TensorDataset
+
+import nol_fast.training.checkpoint as checkpoint_module
+from nol_fast.training import Trainer, TrainingConfig
+from nol_fast.training.callbacks import EarlyStopping, MetricsTracker, ModelCheckpoint
+from nol_fast.training.checkpoint import CheckpointError, atomic_save
+from nol_fast.training.optimizers import create_scheduler
+
+
+def build(seed_generator: bool, seed: int = 0):
+    """A fresh run: model (dropout), AdamW, per-step cosine schedule, shuffled loader."""
+    torch.manual_seed(seed)
+    x, y = make_data(44)
+    generator = torch.Generator().manual_seed(7) if seed_generator else None
+    train = DataLoader(TensorDataset(x[:36], y[:36]), batch_size=5, shuffle=True,
+                       generator=generator)
+    val = DataLoader(TensorDataset(x[36:], y[36:]), batch_size=4)
+    model = TinyNet()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-2)
+    scheduler = create_scheduler(optimizer, "cosine", warmup_steps=3, T_max=16)
+    config = TrainingConfig(mixed_precision=False, gradient_accumulation_steps=2)
+    return Trainer(model, train, val, optimizer, scheduler, config=config)
+
+
+def comparable(history):
+    return {k: v for k, v in history.items() if k != "epoch_time"}
+
+
+@pytest.mark.parametrize("saved_by", ["save_checkpoint", "ModelCheckpoint"])
+@pytest.mark.parametrize("seed_generator", [True, False], ids=["loader-generator", "global-rng"])
+def test_resume_is_bit_identical(tmp_path, seed_generator, saved_by):
+    straight = build(seed_generator)
+    expected = straight.train(4, callbacks=[MetricsTracker(), EarlyStopping(patience=5)])
+
+    first = build(seed_generator)
+    callbacks = [MetricsTracker(), EarlyStopping(patience=5)]
+    if saved_by == "ModelCheckpoint":  # written inside the loop, at the end of epoch 2
+        callbacks.append(ModelCheckpoint(str(tmp_path / "ckpt.pt")))
+    first.train(2, callbacks=callbacks)
+    if saved_by == "save_checkpoint":
+        first.save_checkpoint(str(tmp_path / "ckpt.pt"))
+
+    resumed = build(seed_generator, seed=123)  # different initial weights and RNG state
+    resumed.load_checkpoint(str(tmp_path / "ckpt.pt"))
+    tracker, stopper = MetricsTracker(), EarlyStopping(patience=5)
+    callbacks = [tracker, stopper]
+    if saved_by == "ModelCheckpoint":
+        callbacks.append(ModelCheckpoint(str(tmp_path / "ckpt.pt")))
+    history = resumed.train(4, callbacks=callbacks)
+
+    assert comparable(history) == comparable(expected)  # exact, float for float
+    assert len(history["epoch_time"]) == 4
+    for name, value in straight.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[name], value)
+    assert tracker.get_metric_history("val_loss") == expected["val_loss"]
+    assert stopper.best == min(expected["val_loss"])
+    assert resumed.global_step == straight.global_step
+
+
+def test_checkpoint_contents_and_weights_only_load(tmp_path):
+    trainer = build(True)
+    trainer.train(1)
+    trainer.save_checkpoint(str(tmp_path / "c.pt"))
+    state = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert {"model", "optimizer", "scheduler", "scaler", "epoch", "global_step", "history",
+            "callbacks", "rng", "config"} <= set(state)
+    assert state["epoch"] == 1 and state["global_step"] == trainer.global_step
+    trainer.save_checkpoint(str(tmp_path / "no_opt.pt"), include_optimizer=False)
+    assert torch.load(tmp_path / "no_opt.pt", weights_only=True)["optimizer"] is None
+
+
+def test_load_without_optimizer_keeps_optimizer_fresh(tmp_path):
+    trainer = build(True)
+    trainer.train(1)
+    trainer.save_checkpoint(str(tmp_path / "c.pt"))
+    fresh = build(True)
+    fresh.load_checkpoint(str(tmp_path / "c.pt"), load_optimizer=False)
+    assert fresh.optimizer.state_dict()["state"] == {}
+    assert fresh.epoch == 1
+
+
+def test_crash_mid_write_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.pt"
+    atomic_save({"value": torch.tensor([1.0])}, path)
+    real_save = torch.save
+
+    def crashing_save(obj, file):
+        real_save(obj, file)
+        file.truncate(10)  # half-written
+        raise KeyboardInterrupt("power cut")
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", crashing_save)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_save({"value": torch.tensor([2.0])}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True)["value"].item() == 1.0
+    assert os.listdir(tmp_path) == ["ckpt.pt"]  # no temporary file left behind
+
+
+def snapshot(trainer):
+    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
+def assert_untouched(trainer, before):
+    for name, value in trainer.model.state_dict().items():
+        assert torch.equal(value, before[name])
+    assert trainer.epoch == 0
+
+
+def test_truncated_checkpoint_is_a_clear_error_and_changes_nothing(tmp_path):
+    trainer = build(True)
+    trainer.train(1)
+    trainer.save_checkpoint(str(tmp_path / "c.pt"))
+    data = (tmp_path / "c.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    fresh = build(True, seed=5)
+    before = snapshot(fresh)
+    with pytest.raises(CheckpointError, match="truncated or not a checkpoint"):
+        fresh.load_checkpoint(str(tmp_path / "cut.pt"))
+    assert_untouched(fresh, before)
+
+
+class Foreign:
+    pass
+
+
+@pytest.mark.parametrize("kind", ["pickle", "state_dict", "text", "missing"])
+def test_foreign_files_are_clear_errors(tmp_path, kind):
+    path = tmp_path / "f.pt"
+    if kind == "pickle":
+        torch.save({"format": "nol_fast.checkpoint", "obj": Foreign()}, path)
+        message = "other than tensors and plain data"
+    elif kind == "state_dict":
+        torch.save(TinyNet().state_dict(), path)
+        message = "plain state_dict"
+    elif kind == "text":
+        path.write_text("hello")
+        message = "truncated or not a checkpoint"
+    else:
+        message = "checkpoint not found"
+    fresh = build(True)
+    before = snapshot(fresh)
+    with pytest.raises(CheckpointError, match=message):
+        fresh.load_checkpoint(str(path))
+    assert_untouched(fresh, before)
+
+
+def test_mismatched_model_is_rejected_before_anything_is_loaded(tmp_path):
+    trainer = build(True)
+    trainer.train(1)
+    trainer.save_checkpoint(str(tmp_path / "c.pt"))
+    x, y = make_data(8)
+    other = TinyNet(hidden=9)
+    loader = DataLoader(TensorDataset(x, y), batch_size=4)
+    fresh = Trainer(other, loader, None, torch.optim.AdamW(other.parameters()),
+                    config=TrainingConfig(mixed_precision=False))
+    before = snapshot(fresh)
+    with pytest.raises(CheckpointError, match=r"shape mismatches.*net.0.weight"):
+        fresh.load_checkpoint(str(tmp_path / "c.pt"))
+    assert_untouched(fresh, before)
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_pickle_module_is_not_used_for_loading(tmp_path):
+    # A malicious pickle must not execute on load (weights_only=True).
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    (tmp_path / "evil.pt").write_bytes(pickle.dumps(Exploit()))
+    with pytest.raises(CheckpointError):
+        build(True).load_checkpoint(str(tmp_path / "evil.pt"))
+    assert not (tmp_path / "pwned").exists()
