@@ -1,0 +1,1 @@
+"""The ``nol-fast`` command line."""

@@ -1,0 +1,157 @@
+"""The ``nol-fast`` command line: train, evaluate and inspect.
+
+``nol-fast train`` with no arguments runs the built-in default experiment; ``--config FILE``
+takes a config file in the layout of :class:`nol_fast.config.Config`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from nol_fast import __version__
+from nol_fast.training.progress import ensure_log_output
+
+
+def _add_train(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a model (default: the built-in heat-equation FNO)",
+        description="Train a neural operator. Without --config, runs the built-in default: a "
+        "2-D FNO on the heat-equation solution operator, generated and cached on the spot.",
+    )
+    parser.add_argument("--config", type=Path, help="YAML or JSON config file")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output directory (default: runs/<dataset>-<model>)")
+    parser.add_argument("--epochs", type=int, help="override training.epochs")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from <out>/checkpoints/last.pt")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the effective config as YAML and exit")
+    parser.set_defaults(handler=_train)
+
+
+def _add_evaluate(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "evaluate", help="evaluate a checkpoint on a data split",
+        description="Evaluate a checkpoint written by 'nol-fast train'. The config defaults to "
+        "the config.yaml of the run that wrote the checkpoint.",
+    )
+    parser.add_argument("checkpoint", type=Path, help="checkpoint file (.pt)")
+    parser.add_argument("--config", type=Path, help="config file (default: the run's config.yaml)")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--device", default="auto")
+    parser.set_defaults(handler=_evaluate)
+
+
+def _add_info(subparsers) -> None:
+    parser = subparsers.add_parser("info", help="versions and available devices")
+    parser.set_defaults(handler=_info)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nol-fast", description="Fast training of neural operators on PDE data."
+    )
+    parser.add_argument("--version", action="version", version=f"nol-fast {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and results")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_train(subparsers)
+    _add_evaluate(subparsers)
+    _add_info(subparsers)
+    return parser
+
+
+def _load_config(path: Path | None):
+    from nol_fast.cli.defaults import default_config
+    from nol_fast.config import Config
+
+    return Config.load(path) if path is not None else Config.from_dict(default_config())
+
+
+def _train(args: argparse.Namespace) -> int:
+    from nol_fast.cli.run import resolve_device, run_experiment
+
+    config = _load_config(args.config)
+    if args.epochs is not None:
+        config.training = dataclasses.replace(config.training, epochs=args.epochs)
+    if args.print_config:
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+        return 0
+    out = args.out or Path("runs") / (
+        f"{config.data.get('dataset', 'data')}-{config.model.get('model_type', 'model')}"
+    )
+    result = run_experiment(config, out, resolve_device(args.device), resume=args.resume)
+    print(f"final validation relative L2 error: {result.final_val_rel_l2:.4%}")
+    print(f"best validation relative L2 error:  {result.best_val_rel_l2:.4%}")
+    print(f"test relative L2 error (best weights): {result.test_metrics['rel_l2']:.4%}")
+    print(f"time: {result.seconds:.1f} s; outputs in {result.out_dir}/ "
+          f"(checkpoints/, tensorboard/, report.png)")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from nol_fast.cli.run import build_trainer, resolve_device
+    from nol_fast.data import create_data_loader
+
+    config_path = args.config or args.checkpoint.parent.parent / "config.yaml"
+    if not config_path.is_file():
+        raise FileNotFoundError(
+            f"no config given and none found at {config_path}; pass --config FILE"
+        )
+    config = _load_config(config_path)
+    trainer = build_trainer(config, resolve_device(args.device))
+    trainer.load_checkpoint(str(args.checkpoint), load_optimizer=False)
+    data = {"batch_size": config.training.batch_size, **config.data.to_dict()}
+    metrics = trainer.evaluate(create_data_loader(data, split=args.split))
+    print(f"{args.split}: loss={metrics['loss']:.6g} relative L2 error={metrics['rel_l2']:.4%} "
+          f"({metrics['n_samples']} samples, checkpoint epoch {trainer.epoch})")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    import platform
+
+    import torch
+
+    print(f"nol-fast {__version__}")
+    print(f"python {platform.python_version()} on {platform.machine()}")
+    print(f"torch {torch.__version__} (CUDA build: {torch.version.cuda or 'no'})")
+    print(f"CUDA devices: {torch.cuda.device_count() if torch.cuda.is_available() else 0}")
+    print(f"CPU threads: {torch.get_num_threads()}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``nol-fast`` console script and ``python -m nol_fast``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    # Only nol_fast's own messages; other libraries keep their default (warnings and up).
+    ensure_log_output(logging.WARNING if args.quiet else logging.INFO)
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, KeyError, FileNotFoundError, RuntimeError) as err:
+        # Bad input gets one clear line, not a traceback; NOL_FAST_DEBUG=1 shows the traceback.
+        if os.environ.get("NOL_FAST_DEBUG"):
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"nol-fast {args.command}: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
