@@ -317,3 +317,65 @@ def test_trainer_fills_the_scheduler_horizon_from_the_run_length(loaders):
     assert history["lr"] == pytest.approx(expected, abs=1e-12)
     trainer.train(5)  # training on re-fills the horizon for the longer run
     assert scheduler.options["T_max"] == 5 * steps
+
+
+PROGRESS_SCRIPT = """
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+from nol_fast.training import Trainer, TrainingConfig
+x = torch.randn(64, 2, 4)
+loader = DataLoader(TensorDataset(x, x[:, :1]), batch_size=4)
+model = torch.nn.Conv1d(2, 1, 1)
+Trainer(model, loader, loader, torch.optim.SGD(model.parameters(), lr=0.1),
+        config=TrainingConfig(mixed_precision=False, sync_frequency=4)).train(2)
+"""
+
+
+@pytest.mark.parametrize("terminal", [True, False], ids=["terminal", "pipe"])
+def test_progress_bar_on_a_terminal_and_log_lines_otherwise(terminal):
+    import os
+    import subprocess
+    import sys
+
+    if terminal:
+        import fcntl
+        import struct
+        import termios
+
+        master, slave = os.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+        proc = subprocess.run([sys.executable, "-c", PROGRESS_SCRIPT], stderr=slave,
+                              stdout=subprocess.DEVNULL, timeout=120, check=True)
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(master)
+        text = b"".join(chunks).decode(errors="replace")
+        assert "epoch 1/2:" in text and "/16 [" in text  # the tqdm bar
+    else:
+        proc = subprocess.run([sys.executable, "-c", PROGRESS_SCRIPT], capture_output=True,
+                              text=True, timeout=120, check=True)
+        text = proc.stderr
+        assert "/16 [" not in text
+    assert "epoch 2/2 train_loss=" in text
+
+
+def test_batch_that_does_not_fit_the_model_is_a_clear_error():
+    from nol_fast.models import create_model
+
+    model = create_model("fno", {"n_modes": [4, 4], "in_channels": 1, "hidden_channels": 4})
+    x, y = torch.randn(4, 3, 8, 8), torch.randn(4, 1, 8, 8)  # 3 input channels, model takes 1
+    loader = DataLoader(TensorDataset(x, y), batch_size=2)
+    trainer = Trainer(model, loader, None, torch.optim.Adam(model.parameters()), config=FP32)
+    with pytest.raises(ValueError, match=r"expects input of shape \(batch, 1, \*grid\).*"
+                                         r"got \(2, 3, 8, 8\)"):
+        trainer.train(1)
+    with pytest.raises(ValueError, match="expects input of shape"):
+        trainer.evaluate(loader)

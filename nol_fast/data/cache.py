@@ -20,13 +20,14 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from nol_fast.serialization import atomic_save
 
 logger = logging.getLogger(__name__)
 
@@ -75,21 +76,6 @@ def cache_path(name: str, params: Mapping[str, Any],
     """Path of the cache file of ``(name, params)`` under ``cache_dir`` (default above)."""
     directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     return directory / f"{name}-{cache_key(name, params)[:32]}.pt"
-
-
-def _save_atomic(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    """Write ``tensors`` to ``path`` through a temporary file and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(tensors, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
 
 
 def _load(path: Path) -> dict[str, torch.Tensor]:
@@ -148,5 +134,5 @@ def cached(
         raise TypeError(f"build_fn of '{name}' must return a dict of tensors, "
                         f"got {type(built).__name__}")
     tensors = {key: value.detach().cpu().contiguous() for key, value in built.items()}
-    _save_atomic(tensors, path)
+    atomic_save(tensors, path)
     return tensors

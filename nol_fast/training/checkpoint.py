@@ -11,12 +11,20 @@ from __future__ import annotations
 import os
 import pickle
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
+
+from nol_fast.serialization import atomic_save
+
+__all__ = [
+    "CheckpointError", "atomic_save", "capture_rng_state", "check_optimizer_fits",
+    "check_state_dict_fits", "load_checkpoint_file", "load_file", "loader_generators",
+    "restore_rng_state",
+]
 
 #: Marks files written by ``Trainer.save_checkpoint``; bumped when the layout changes.
 FORMAT = "nol_fast.checkpoint"
@@ -25,37 +33,6 @@ FORMAT_VERSION = 1
 
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, truncated, foreign or does not fit the model."""
-
-
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to ``path`` atomically: the file is either the old one or the new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            torch.save(obj, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Persist the rename itself (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def load_file(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
@@ -149,3 +126,37 @@ def restore_rng_state(state: dict[str, Any], generators: list[torch.Generator]) 
         torch.cuda.set_rng_state_all(state["cuda"])
     for generator, gen_state in zip(generators, state["generators"], strict=True):
         generator.set_state(gen_state)
+
+
+def check_optimizer_fits(optimizer: torch.optim.Optimizer, state: dict, source: str) -> None:
+    """Raise before loading if the saved optimizer's parameter groups differ in size."""
+    saved = [len(g["params"]) for g in state.get("param_groups", [])]
+    current = [len(g["params"]) for g in optimizer.param_groups]
+    if saved != current:
+        raise CheckpointError(
+            f"{source} has optimizer parameter groups of sizes {saved}, but the optimizer has "
+            f"{current}; build the optimizer as in the saved run or use load_optimizer=False"
+        )
+
+
+def loader_generators(*loaders: Any) -> list[torch.Generator]:
+    """The random generators of data loaders, whose states make resumed shuffles identical.
+
+    Looks at each ``DataLoader``'s own generator and its (batch) sampler's; each generator is
+    listed once, in a fixed order.
+    """
+    found: list[torch.Generator] = []
+    for loader in loaders:
+        if not isinstance(loader, DataLoader):
+            continue
+        sampler = getattr(loader, "sampler", None)
+        batch_sampler = getattr(loader, "batch_sampler", None)
+        candidates = [
+            loader.generator,
+            getattr(sampler, "generator", None),
+            getattr(getattr(batch_sampler, "sampler", None), "generator", None),
+        ]
+        for generator in candidates:
+            if generator is not None and all(generator is not g for g in found):
+                found.append(generator)
+    return found

@@ -21,10 +21,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from nol_fast.training.batches import to_device, unpack_batch
-from nol_fast.training.callbacks.base import BATCH_HOOKS, TrainingCallback
+from nol_fast.training.callbacks.base import CallbackList, TrainingCallback
 from nol_fast.training.callbacks.lr_scheduler import LearningRateScheduler
 from nol_fast.training.checkpoint import (
     FORMAT,
@@ -32,12 +31,14 @@ from nol_fast.training.checkpoint import (
     CheckpointError,
     atomic_save,
     capture_rng_state,
+    check_optimizer_fits,
     check_state_dict_fits,
     load_checkpoint_file,
+    loader_generators,
     restore_rng_state,
 )
 from nol_fast.training.config import TrainingConfig
-from nol_fast.training.metrics import relative_l2
+from nol_fast.training.evaluation import evaluate_loader
 from nol_fast.training.optimizers import create_optimizer
 from nol_fast.training.precision import autocast, autocast_dtype, grad_scaler
 from nol_fast.training.progress import EpochProgress, ensure_log_output, log_epoch
@@ -59,30 +60,6 @@ class NonFiniteLossError(FloatingPointError):
             f"gradient_clipping, or set skip_nonfinite=True in the TrainingConfig to skip such "
             f"steps"
         )
-
-
-class CallbackList:
-    """Dispatches hooks to callbacks; per-batch hooks only when some callback overrides them."""
-
-    def __init__(self, callbacks: Iterable[TrainingCallback] | None):
-        self.callbacks = list(callbacks or [])
-        for callback in self.callbacks:
-            if not isinstance(callback, TrainingCallback):
-                raise TypeError(
-                    f"callbacks must be TrainingCallback instances, got {type(callback).__name__}"
-                )
-        self.wants_batch_hooks = any(
-            cb.overrides(hook) for cb in self.callbacks for hook in BATCH_HOOKS
-        )
-
-    def call(self, hook: str, *args: Any) -> None:
-        for callback in self.callbacks:
-            if callback.overrides(hook):
-                getattr(callback, hook)(*args)
-
-    def keyed(self) -> dict[str, TrainingCallback]:
-        """Callbacks keyed by position and class, the key their checkpointed state uses."""
-        return {f"{i}:{type(cb).__name__}": cb for i, cb in enumerate(self.callbacks)}
 
 
 class Trainer:
@@ -225,7 +202,9 @@ class Trainer:
         plus loss components; with ``return_predictions`` also ``'predictions'``, a CPU tensor
         of all predictions in loader order.
         """
-        return self._run_evaluation(data_loader, return_predictions)
+        return evaluate_loader(
+            self._forward_loss, self.model, data_loader, self.device, return_predictions
+        )
 
     def current_lr(self) -> float:
         """The learning rate of the optimizer's first parameter group."""
@@ -288,7 +267,7 @@ class Trainer:
         if load_optimizer and state["optimizer"] is None:
             logger.warning("%s holds no optimizer state; the optimizer starts fresh", filepath)
         if restore_optimizer:
-            _check_optimizer_fits(self.optimizer, state["optimizer"], str(filepath))
+            check_optimizer_fits(self.optimizer, state["optimizer"], str(filepath))
         generators = self._loader_generators()
         if len(state["rng"].get("generators", [])) != len(generators):
             raise CheckpointError(
@@ -328,9 +307,7 @@ class Trainer:
             if self.callbacks.wants_batch_hooks:
                 self.callbacks.call("on_batch_begin", self, batch_idx, batch)
             x, y = (to_device(t, self.device) for t in unpack_batch(batch))
-            if batch_idx == 0:
-                _check_input(model, x)
-            loss, components = self._forward_loss(x, y, check_shapes=batch_idx == 0)
+            _, loss, components = self._forward_loss(x, y, check_shapes=batch_idx == 0)
             loss_detached = loss.detach()
             # One host sync per step, only when skipping is asked for: the step must be
             # skipped before backward poisons the accumulated gradients.
@@ -378,7 +355,10 @@ class Trainer:
 
     def _forward_loss(
         self, x: torch.Tensor, y: torch.Tensor, check_shapes: bool = False
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """``(prediction, scalar fp32 loss, detached loss components)`` for one batch."""
+        if check_shapes:
+            _check_input(self.model, x)
         with autocast(self.device, self.amp_dtype):
             pred = self.model(x)
             if check_shapes and pred.shape != y.shape and isinstance(self.loss_fn, nn.MSELoss):
@@ -398,7 +378,7 @@ class Trainer:
             )
         components = getattr(self.loss_fn, "last_components", None) or {}
         components = {k: v.detach().float() for k, v in components.items()}
-        return loss.float().reshape(()), components
+        return pred, loss.float().reshape(()), components
 
     def _optimizer_step(self) -> None:
         clip = self.config.gradient_clipping
@@ -425,59 +405,13 @@ class Trainer:
         due = (epoch + 1) % self.config.val_frequency == 0 or epoch + 1 == epochs
         if not due:
             return {f"val_{k}": math.nan for k in self._last_val_keys()}
-        result = self._run_evaluation(self.val_loader, return_predictions=False)
+        result = evaluate_loader(self._forward_loss, self.model, self.val_loader, self.device)
         result.pop("n_samples")
         return {f"val_{k}": v for k, v in result.items()}
 
     def _last_val_keys(self) -> list[str]:
         keys = [k[4:] for k in self.history if k.startswith("val_")]
         return keys or ["loss", "rel_l2"]
-
-    def _run_evaluation(self, data_loader: Iterable, return_predictions: bool) -> dict[str, Any]:
-        model = self.model
-        was_training = model.training
-        model.eval()
-        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
-        rel_sum = torch.zeros((), device=self.device, dtype=torch.float64)
-        component_sums: dict[str, torch.Tensor] = {}
-        predictions = []
-        n_samples = 0
-        try:
-            with torch.no_grad():
-                for batch in data_loader:
-                    x, y = (to_device(t, self.device) for t in unpack_batch(batch))
-                    if n_samples == 0:
-                        _check_input(model, x)
-                    with autocast(self.device, self.amp_dtype):
-                        pred = model(x)
-                        loss = (
-                            self.loss_fn(pred, y, inputs=x)
-                            if self._loss_takes_inputs else self.loss_fn(pred, y)
-                        )
-                    size = x.shape[0]
-                    loss_sum += loss.detach().double() * size
-                    rel_sum += relative_l2(pred, y).double().sum()
-                    components = getattr(self.loss_fn, "last_components", None) or {}
-                    for name, value in components.items():
-                        component_sums[name] = (
-                            component_sums.get(name, 0.0) + value.detach().double() * size
-                        )
-                    if return_predictions:
-                        predictions.append(pred.float().cpu())
-                    n_samples += size
-        finally:
-            model.train(was_training)
-        if n_samples == 0:
-            raise ValueError("the evaluation loader yielded no batches")
-        result: dict[str, Any] = {
-            "loss": float(loss_sum) / n_samples,
-            "rel_l2": float(rel_sum) / n_samples,
-        }
-        result.update({k: float(v) / n_samples for k, v in component_sums.items()})
-        result["n_samples"] = n_samples
-        if return_predictions:
-            result["predictions"] = torch.cat(predictions)
-        return result
 
     # ------------------------------------------------------------------ schedulers
     def _scheduler_interval(self) -> str | None:
@@ -549,22 +483,7 @@ class Trainer:
         self._pending_callback_state = {}
 
     def _loader_generators(self) -> list[torch.Generator]:
-        """The random generators of the loaders, whose states make resumed shuffles identical."""
-        found: list[torch.Generator] = []
-        for loader in (self.train_loader, self.val_loader):
-            if not isinstance(loader, DataLoader):
-                continue
-            sampler = getattr(loader, "sampler", None)
-            batch_sampler = getattr(loader, "batch_sampler", None)
-            candidates = [
-                loader.generator,
-                getattr(sampler, "generator", None),
-                getattr(getattr(batch_sampler, "sampler", None), "generator", None),
-            ]
-            for generator in candidates:
-                if generator is not None and all(generator is not g for g in found):
-                    found.append(generator)
-        return found
+        return loader_generators(self.train_loader, self.val_loader)
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -592,13 +511,3 @@ def _check_input(model: nn.Module, x: torch.Tensor) -> None:
     check = getattr(model, "check_input", None)
     if callable(check):
         check(x)
-
-
-def _check_optimizer_fits(optimizer: torch.optim.Optimizer, state: dict, source: str) -> None:
-    saved = [len(g["params"]) for g in state.get("param_groups", [])]
-    current = [len(g["params"]) for g in optimizer.param_groups]
-    if saved != current:
-        raise CheckpointError(
-            f"{source} has optimizer parameter groups of sizes {saved}, but the optimizer has "
-            f"{current}; build the optimizer as in the saved run or use load_optimizer=False"
-        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -117,3 +118,27 @@ class MonitorCallback(TrainingCallback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best = state["best"]
+
+
+class CallbackList:
+    """Dispatches hooks to callbacks; per-batch hooks only when some callback overrides them."""
+
+    def __init__(self, callbacks: Iterable[TrainingCallback] | None):
+        self.callbacks = list(callbacks or [])
+        for callback in self.callbacks:
+            if not isinstance(callback, TrainingCallback):
+                raise TypeError(
+                    f"callbacks must be TrainingCallback instances, got {type(callback).__name__}"
+                )
+        self.wants_batch_hooks = any(
+            cb.overrides(hook) for cb in self.callbacks for hook in BATCH_HOOKS
+        )
+
+    def call(self, hook: str, *args: Any) -> None:
+        for callback in self.callbacks:
+            if callback.overrides(hook):
+                getattr(callback, hook)(*args)
+
+    def keyed(self) -> dict[str, TrainingCallback]:
+        """Callbacks keyed by position and class, the key their checkpointed state uses."""
+        return {f"{i}:{type(cb).__name__}": cb for i, cb in enumerate(self.callbacks)}
