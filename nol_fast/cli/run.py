@@ -93,6 +93,11 @@ def run_experiment(
         if not last.is_file():
             raise FileNotFoundError(f"--resume: no checkpoint to resume from at {last}")
         trainer.load_checkpoint(str(last))
+    elif last.is_file():
+        logger.warning(
+            "%s already holds a run; starting afresh and overwriting its checkpoints "
+            "(--resume continues it instead)", out_dir,
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     config.save(out_dir / "config.yaml")
 
