@@ -117,3 +117,12 @@ def test_default_job_learns_the_heat_operator(tmp_path, capsys, monkeypatch):
     best = float(printed.split("best validation relative L2 error:")[1].split("%")[0])
     assert best < 3.0  # percent; an FNO represents this operator almost exactly
     assert (tmp_path / "runs/heat-fno/report.png").is_file()
+
+
+def test_runs_are_reproducible_from_the_seed(tiny_config, tmp_path):
+    histories = []
+    for name in ("a", "b"):
+        assert main(["train", "--config", str(tiny_config), "--out", str(tmp_path / name)]) == 0
+        state = torch.load(tmp_path / name / "checkpoints/last.pt", weights_only=True)
+        histories.append({k: v for k, v in state["history"].items() if k != "epoch_time"})
+    assert histories[0] == histories[1]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from nol_fast.config import Config
@@ -54,9 +56,18 @@ def resolve_device(name: str | None) -> torch.device:
     return device
 
 
+def seed_everything(seed: int) -> None:
+    """Seed python's, numpy's and torch's global generators (model initialisation, dropout)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
 def build_trainer(config: Config, device: torch.device) -> Trainer:
     """Model, loaders, optimizer and scheduler from the config, assembled into a Trainer."""
     training = config.training
+    if training.seed is not None:
+        seed_everything(training.seed)
     data = {"batch_size": training.batch_size, **config.data.to_dict()}
     model = create_model(config.model.get("model_type", "fno"), config.model.to_dict())
     optimizer = create_optimizer(

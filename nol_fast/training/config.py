@@ -41,6 +41,9 @@ class TrainingConfig:
         ``'step'`` or ``'epoch'``.
     monitor
         Metric used to step plateau schedulers.
+    seed
+        Seed for python, numpy and torch set by config-driven runs (the CLI) before the model
+        is built, so a run is reproducible; ``None`` leaves the generators alone.
     """
 
     epochs: int = 100
@@ -61,6 +64,7 @@ class TrainingConfig:
     skip_nonfinite: bool = False
     scheduler_interval: str = "auto"
     monitor: str = "val_loss"
+    seed: int | None = 0
 
     def __post_init__(self) -> None:
         positive = ("epochs", "batch_size", "gradient_accumulation_steps", "val_frequency",
