@@ -379,3 +379,26 @@ def test_batch_that_does_not_fit_the_model_is_a_clear_error():
         trainer.train(1)
     with pytest.raises(ValueError, match="expects input of shape"):
         trainer.evaluate(loader)
+
+
+def test_gradient_accumulation_with_a_loader_without_length():
+    model, _, x, y = linear_setup(batch_size=4)
+    twin = nn.Conv1d(3, 2, 1)
+    twin.load_state_dict(model.state_dict())
+
+    def unsized():  # a generator: no len(), so the Trainer cannot see the epoch's end early
+        for i in range(0, 32, 4):
+            yield x[i:i + 4], y[i:i + 4]
+
+    class Batches:
+        def __iter__(self):
+            return unsized()
+
+    config = TrainingConfig(mixed_precision=False, gradient_clipping=0.0,
+                            gradient_accumulation_steps=2)
+    Trainer(model, Batches(), None, torch.optim.SGD(model.parameters(), lr=0.1),
+            config=config).train(2)
+    big = DataLoader(TensorDataset(x, y), batch_size=8)
+    Trainer(twin, big, None, torch.optim.SGD(twin.parameters(), lr=0.1), config=FP32).train(2)
+    for p, q in zip(model.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(p, q)

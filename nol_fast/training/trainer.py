@@ -141,6 +141,7 @@ class Trainer:
         self.stop_training = False
         self.took_optimizer_step = False
         self.callbacks = CallbackList(None)
+        self._interval: str | None = None  # when the scheduler steps; set by train()
         self._pending_callback_state: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ placement
@@ -167,6 +168,7 @@ class Trainer:
             raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
         self.callbacks = CallbackList(callbacks)
         self._restore_callback_state()
+        self._interval = self._scheduler_interval()
         self._prepare_scheduler(epochs)
         self.stop_training = False
         if self.epoch >= epochs:
@@ -313,18 +315,19 @@ class Trainer:
             # skipped before backward poisons the accumulated gradients.
             if config.skip_nonfinite and not bool(torch.isfinite(loss_detached)):
                 skipped += 1
-                loss_detached = torch.zeros_like(loss_detached)
             else:
+                # Each optimizer step averages its micro-batches; the epoch's last group may be
+                # short (for loaders without a length it is scaled as a full group).
                 group_start = batch_idx - batch_idx % accumulation
-                group_size = min(accumulation, (n_batches or batch_idx + 1) - group_start)
-                self.scaler.scale(loss / max(group_size, 1)).backward()
+                remaining = accumulation if n_batches is None else n_batches - group_start
+                self.scaler.scale(loss / min(accumulation, remaining)).backward()
                 first_bad_batch = torch.where(
                     (first_bad_batch < 0) & ~torch.isfinite(loss_detached),
                     torch.full_like(first_bad_batch, batch_idx), first_bad_batch,
                 )
-            loss_sum += loss_detached
-            for name, value in components.items():
-                component_sums[name] = component_sums.get(name, 0.0) + value
+                loss_sum += loss_detached
+                for name, value in components.items():
+                    component_sums[name] = component_sums.get(name, 0.0) + value
             seen += 1
             self.global_batch += 1
             end_of_group = (batch_idx + 1) % accumulation == 0 or batch_idx + 1 == n_batches
@@ -338,15 +341,16 @@ class Trainer:
             if (batch_idx + 1) % config.sync_frequency == 0:
                 # Host sync point: read the running loss and check for non-finite values.
                 self._raise_if_nonfinite(epoch, first_bad_batch)
-                progress.show_loss(float(loss_sum) / seen)
+                progress.show_loss(float(loss_sum) / max(seen - skipped, 1))
         if n_batches is None and seen % accumulation:
             self._optimizer_step()  # flush the last partial group of an unsized loader
         progress.close()
         if seen == 0:
             raise ValueError("the training loader yielded no batches")
         self._raise_if_nonfinite(epoch, first_bad_batch)
-        metrics = {"train_loss": float(loss_sum) / seen}
-        metrics.update({f"train_{k}": float(v) / seen for k, v in component_sums.items()})
+        counted = max(seen - skipped, 1)  # skipped steps do not enter the means
+        metrics = {"train_loss": float(loss_sum) / counted}
+        metrics.update({f"train_{k}": float(v) / counted for k, v in component_sums.items()})
         if config.skip_nonfinite:
             metrics["skipped_steps"] = float(skipped)
             if skipped:
@@ -390,7 +394,7 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.global_step += 1
-        if self._scheduler_interval() == "step":
+        if self._interval == "step":
             self.scheduler.step()
 
     def _raise_if_nonfinite(self, epoch: int, first_bad_batch: torch.Tensor) -> None:
@@ -429,7 +433,7 @@ class Trainer:
         return getattr(scheduler, "interval", "epoch")
 
     def _prepare_scheduler(self, epochs: int) -> None:
-        interval = self._scheduler_interval()
+        interval = self._interval
         if interval is None or not getattr(self.scheduler, "needs_horizon", False):
             return
         total = epochs * (self.steps_per_epoch if interval == "step" else 1)
@@ -437,7 +441,7 @@ class Trainer:
         logger.info("scheduler horizon set to %d %ss (epochs=%d)", total, interval, epochs)
 
     def _step_scheduler_on_epoch(self) -> None:
-        if self._scheduler_interval() != "epoch":
+        if self._interval != "epoch":
             return
         if isinstance(self.scheduler, PLATEAU):
             monitor = self.config.monitor
