@@ -1,0 +1,12 @@
+"""Triton kernels for the spectral convolution (optional: needs the ``triton`` package).
+
+Importing this package imports ``triton``; nothing else in ``nol_fast`` imports it eagerly, so
+the library works without Triton and only code that asks for these kernels needs it.
+
+The kernels run on CUDA tensors, or on CPU tensors when the Triton interpreter is active
+(``TRITON_INTERPRET=1`` set before the kernels are first imported), which is how the tests run.
+"""
+
+from nol_fast.ops.triton.spectral_conv import spectral_mix_backward, spectral_mix_forward
+
+__all__ = ["spectral_mix_backward", "spectral_mix_forward"]
