@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from nol_fast import __version__
+from nol_fast import __version__, backends
 from nol_fast.training.progress import ensure_log_output
 
 
@@ -57,6 +57,20 @@ def _add_info(subparsers) -> None:
     parser.set_defaults(handler=_info)
 
 
+def _add_benchmark(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "benchmark", help="time nol_fast's ops against their anchors",
+        description="Time every backend of an op available here against neuraloperator (when "
+        "installed) and the FFT reference; prints medians in ms and speed-ups.",
+    )
+    parser.add_argument("op", choices=("spectral",), help="op to time")
+    parser.add_argument("--repeat", type=int, default=20, help="timed rounds (default 20)")
+    parser.add_argument("--shapes", default="1d,2d,3d",
+                        help="comma-separated shapes among 1d, 2d, 3d (default: all)")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, ...")
+    parser.set_defaults(handler=_benchmark)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nol-fast", description="Fast training of neural operators on PDE data."
@@ -67,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(subparsers)
     _add_evaluate(subparsers)
     _add_info(subparsers)
+    _add_benchmark(subparsers)
     return parser
 
 
@@ -127,6 +142,21 @@ def _info(args: argparse.Namespace) -> int:
     print(f"torch {torch.__version__} (CUDA build: {torch.version.cuda or 'no'})")
     print(f"CUDA devices: {torch.cuda.device_count() if torch.cuda.is_available() else 0}")
     print(f"CPU threads: {torch.get_num_threads()}")
+    for op, devices in backends().items():
+        for device, report in devices.items():
+            states = ", ".join(f"{name} ({state})" for name, state in report.items())
+            print(f"{op} on {device}: {states}")
+    return 0
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    from nol_fast.cli.benchmark import run
+    from nol_fast.cli.run import resolve_device
+
+    if args.repeat < 1:
+        raise ValueError(f"--repeat must be a positive int, got {args.repeat}")
+    shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
+    print(run(shapes, resolve_device(args.device), args.repeat))
     return 0
 
 

@@ -1,8 +1,10 @@
-"""SpectralConv: the Fourier layer of the FNO in plain PyTorch.
+"""SpectralConv: the Fourier layer of the FNO.
 
 The layer multiplies the lowest Fourier modes of its input by learned complex matrices and
 drops the rest, which makes it a global convolution whose weights do not depend on the grid
-size. It works on 1-D, 2-D and 3-D grids of any size, odd sizes included.
+size. It works on 1-D, 2-D and 3-D grids of any size, odd sizes included. The math is the
+custom op ``nol_fast::spectral_conv`` (:mod:`nol_fast.ops.spectral_conv`), which picks a fast
+backend per device (docs/kernels.md); this module holds the parameters and the checks.
 
 Mode convention
 ---------------
@@ -26,6 +28,12 @@ the entries are in FFT order, index ``j`` holding frequency ``j`` for ``j < ceil
 frequency ``j - m`` after that (``torch.fft.fftfreq(m) * m``); along the last dimension index
 ``j`` holds frequency ``j``.
 
+Resolution
+----------
+``forward(x, output_shape)`` evaluates the output on another grid: the kept modes are
+zero-padded into (or cut to) the spectrum of ``output_shape``. With the ``norm='forward'``
+convention below, a band-limited input gives the same function on every output grid.
+
 Normalisation
 -------------
 The forward transform uses ``norm='forward'`` (divide by the number of grid points) so that the
@@ -36,51 +44,16 @@ grid; the inverse is then unscaled. The composite operator is the same as with
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-_REDUCED_PRECISION = (torch.float16, torch.bfloat16)
+from nol_fast.ops.spectral_conv.modes import kept_shape, normalize_n_modes
+from nol_fast.ops.spectral_conv.op import check_backend_name, spectral_conv
 
-
-def normalize_n_modes(n_modes: int | Sequence[int]) -> tuple[int, ...]:
-    """Return ``n_modes`` as a tuple of 1 to 3 positive ints, or raise ``ValueError``."""
-    modes = (n_modes,) if isinstance(n_modes, int) else tuple(n_modes)
-    if not 1 <= len(modes) <= 3 or not all(
-        isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in modes
-    ):
-        raise ValueError(
-            f"n_modes must be 1 to 3 positive ints (one per grid dimension), got {n_modes!r}"
-        )
-    return modes
-
-
-def _corner_blocks(
-    n_modes: Sequence[int], grid: Sequence[int]
-) -> list[tuple[tuple[slice, ...], tuple[slice, ...]]]:
-    """Pair slices of the rfftn spectrum of ``grid`` with the weight slices that act on them.
-
-    Returns one ``(spectrum_slices, weight_slices)`` pair per corner block: each of the
-    non-last dimensions contributes its non-negative or its negative frequencies, the last
-    dimension its first modes. Empty blocks are left out.
-    """
-    per_dim = []
-    for m, size in zip(n_modes[:-1], grid[:-1], strict=True):
-        n_pos = min((m + 1) // 2, size // 2 + 1)
-        n_neg = min(m // 2, size - n_pos)
-        blocks = [(slice(0, n_pos), slice(0, n_pos))]
-        if n_neg > 0:
-            blocks.append((slice(size - n_neg, size), slice(m - n_neg, m)))
-        per_dim.append(blocks)
-    n_last = min(n_modes[-1] // 2 + 1, grid[-1] // 2 + 1)
-    per_dim.append([(slice(0, n_last), slice(0, n_last))])
-    return [
-        (tuple(spec for spec, _ in combo), tuple(weight for _, weight in combo))
-        for combo in itertools.product(*per_dim)
-    ]
+__all__ = ["SpectralConv", "normalize_n_modes"]
 
 
 class SpectralConv(nn.Module):
@@ -97,6 +70,10 @@ class SpectralConv(nn.Module):
         Modes kept per grid dimension; its length (1, 2 or 3) is the number of grid dims.
     bias : bool
         Add a learned bias of shape ``(out_channels,)``, initialised to zero.
+    backend : str, optional
+        Backend of the ``nol_fast::spectral_conv`` op: ``'reference'``, ``'cpu'``,
+        ``'triton'``, or ``None`` for ``$NOL_FAST_BACKEND`` and then automatic selection (see
+        :mod:`nol_fast.ops.spectral_conv.op`).
 
     Notes
     -----
@@ -118,59 +95,70 @@ class SpectralConv(nn.Module):
     torch.Size([3, 5, 8, 5])
     >>> conv(torch.randn(2, 3, 30, 17)).shape
     torch.Size([2, 5, 30, 17])
+    >>> conv(torch.randn(2, 3, 30, 17), output_shape=(60, 34)).shape
+    torch.Size([2, 5, 60, 34])
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, n_modes: int | Sequence[int], bias: bool = True
+        self, in_channels: int, out_channels: int, n_modes: int | Sequence[int],
+        bias: bool = True, backend: str | None = None,
     ) -> None:
         super().__init__()
+        check_backend_name(backend)
+        self.backend = backend
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.n_modes = normalize_n_modes(n_modes)
         self.n_dims = len(self.n_modes)
-        kept = (*self.n_modes[:-1], self.n_modes[-1] // 2 + 1)
+        kept = kept_shape(self.n_modes)
         std = math.sqrt(1.0 / (in_channels + out_channels))
         shape = (in_channels, out_channels, *kept)
         self.weight = nn.Parameter(torch.complex(torch.randn(shape) * std,
                                                  torch.randn(shape) * std))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
 
-    def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, n_modes={self.n_modes}, "
-                f"bias={self.bias is not None}")
+    @classmethod
+    def from_neuralop(cls, module: nn.Module) -> SpectralConv:
+        """Build from a neuraloperator ``SpectralConv`` with the same outputs (even grids).
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        See :func:`nol_fast.models.interop.spectral_conv_from_neuralop`.
+        """
+        from nol_fast.models.interop import spectral_conv_from_neuralop
+
+        return spectral_conv_from_neuralop(module)
+
+    def to_neuralop(self) -> nn.Module:
+        """The equivalent neuraloperator ``SpectralConv`` (needs neuraloperator installed)."""
+        from nol_fast.models.interop import spectral_conv_to_neuralop
+
+        return spectral_conv_to_neuralop(self)
+
+    def extra_repr(self) -> str:
+        backend = "" if self.backend is None else f", backend={self.backend!r}"
+        return (f"{self.in_channels}, {self.out_channels}, n_modes={self.n_modes}, "
+                f"bias={self.bias is not None}{backend}")
+
+    def forward(self, x: torch.Tensor, output_shape: Sequence[int] | None = None) -> torch.Tensor:
+        """Apply the layer; ``output_shape`` is the output grid (default: the input grid)."""
         # x: (batch, in_channels, *grid)
         if x.dim() != self.n_dims + 2 or x.shape[1] != self.in_channels:
             raise ValueError(
                 f"SpectralConv expects input of shape (batch, {self.in_channels}, *grid) with "
                 f"{self.n_dims} grid dims, got {tuple(x.shape)}"
             )
+        if output_shape is not None and (
+            len(output_shape) != self.n_dims or min(output_shape) < 1
+        ):
+            raise ValueError(
+                f"output_shape must be {self.n_dims} positive grid sizes, got {output_shape!r}"
+            )
         if not self.weight.is_complex():
             raise TypeError(
                 f"SpectralConv weight must be complex, got {self.weight.dtype}; convert the "
                 "model with .float()/.double() rather than .to(dtype=...)"
             )
-        device_type = x.device.type
-        autocast_on = torch.is_autocast_enabled(device_type)
-        out_dtype = torch.get_autocast_dtype(device_type) if autocast_on else x.dtype
-        grid = tuple(x.shape[2:])
-        dims = tuple(range(2, x.dim()))
-        with torch.autocast(device_type, enabled=False):
-            if autocast_on or x.dtype in _REDUCED_PRECISION:
-                x = x.float()
-            x_ft = torch.fft.rfftn(x, dim=dims, norm="forward")
-            # x_ft: (batch, in_channels, *grid[:-1], grid[-1] // 2 + 1)
-            weight = self.weight.to(x_ft.dtype)
-            out_ft = x_ft.new_zeros((x.shape[0], self.out_channels, *x_ft.shape[2:]))
-            for spec, wslice in _corner_blocks(self.n_modes, grid):
-                out_ft[(slice(None), slice(None), *spec)] = torch.einsum(
-                    "bi...,io...->bo...",
-                    x_ft[(slice(None), slice(None), *spec)],
-                    weight[(slice(None), slice(None), *wslice)],
-                )
-            y = torch.fft.irfftn(out_ft, s=grid, dim=dims, norm="forward")
-            # y: (batch, out_channels, *grid)
-            if self.bias is not None:
-                y = y + self.bias.to(y.dtype).view(-1, *([1] * self.n_dims))
-        return y.to(out_dtype)
+        y = spectral_conv(x, self.weight, self.n_modes, output_shape, self.backend)
+        # y: (batch, out_channels, *output_shape)
+        if self.bias is not None:
+            y = y + self.bias.to(y.dtype).view(-1, *([1] * self.n_dims))
+        return y
