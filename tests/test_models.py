@@ -235,12 +235,15 @@ def test_fno_count_parameters_by_hand():
     model = FNO(n_modes=(4,), in_channels=1, out_channels=1, hidden_channels=4, n_layers=1)
     lifting = (2 * 8 + 8) + (8 * 4 + 4)        # (1 input + 1 coordinate) -> 8 -> 4
     spectral = 2 * (4 * 4 * 3) + 4             # complex weight (4, 4, 4 // 2 + 1), bias
-    skip = 4 * 4                               # no bias
+    fno_skip = 4 * 4                           # linear, no bias
+    channel_mlp = (4 * 2 + 2) + (2 * 4 + 4)    # 4 -> round(4 * 0.5) -> 4
+    channel_mlp_skip = 4                       # soft-gating
     projection = (4 * 8 + 8) + (8 * 1 + 1)     # 4 -> 8 -> 1
-    assert model.count_parameters() == lifting + spectral + skip + projection == 225
+    total = lifting + spectral + fno_skip + channel_mlp + channel_mlp_skip + projection
+    assert model.count_parameters() == total == 251
     model.projection.requires_grad_(False)
-    assert model.count_parameters() == 225 - projection
-    assert model.count_parameters(trainable_only=False) == 225
+    assert model.count_parameters() == total - projection
+    assert model.count_parameters(trainable_only=False) == total
 
 
 def test_fno_summary_and_input_checks():

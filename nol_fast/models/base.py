@@ -60,7 +60,7 @@ class NeuralOperatorBase(nn.Module):
         --------
         >>> from nol_fast.models import FNO
         >>> FNO(n_modes=(4,), hidden_channels=4, n_layers=1).count_parameters()
-        225
+        251
         """
         total = 0
         for param in self.parameters():
