@@ -7,6 +7,12 @@ The kernels run on CUDA tensors, or on CPU tensors when the Triton interpreter i
 (``TRITON_INTERPRET=1`` set before the kernels are first imported), which is how the tests run.
 """
 
+from nol_fast.ops.triton.optim import adabound_step_triton, adam_step_triton
 from nol_fast.ops.triton.spectral_conv import spectral_mix_backward, spectral_mix_forward
 
-__all__ = ["spectral_mix_backward", "spectral_mix_forward"]
+__all__ = [
+    "adabound_step_triton",
+    "adam_step_triton",
+    "spectral_mix_backward",
+    "spectral_mix_forward",
+]
