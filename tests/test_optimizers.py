@@ -8,7 +8,7 @@ import adabound
 import pytest
 import torch
 
-from nol_fast.optim import AdaBound
+from nol_fast.optim import AdaBound, FusedAdam, FusedAdamW
 from nol_fast.training.optimizers import create_optimizer
 
 # The package calls deprecated overloads of Tensor.add/add_/addcmul_.
@@ -51,8 +51,8 @@ def assert_same(actual: list[torch.Tensor], expected: list[torch.Tensor], **tol:
 @pytest.mark.parametrize(
     ("name", "cls"),
     [
-        ("adam", torch.optim.Adam),
-        ("adamw", torch.optim.AdamW),
+        ("adam", FusedAdam),
+        ("adamw", FusedAdamW),
         ("SGD", torch.optim.SGD),
         ("rmsprop", torch.optim.RMSprop),
         ("AdaBound", AdaBound),
@@ -72,7 +72,7 @@ def test_create_optimizer_classes(name: str, cls: type) -> None:
 
 def test_create_optimizer_defaults() -> None:
     optimizer = create_optimizer(make_params())
-    assert type(optimizer) is torch.optim.AdamW
+    assert type(optimizer) is FusedAdamW
     assert optimizer.param_groups[0]["lr"] == 1e-4
     assert optimizer.param_groups[0]["weight_decay"] == 1e-5
 
@@ -83,7 +83,7 @@ def hyper(optimizer: torch.optim.Optimizer, *keys: str) -> dict:
 
 def test_create_optimizer_spec_examples() -> None:
     adamw = create_optimizer(make_params(), "adamw", 5e-4, 1e-4, betas=(0.9, 0.999), eps=1e-8)
-    assert type(adamw) is torch.optim.AdamW
+    assert type(adamw) is FusedAdamW
     assert hyper(adamw, "lr", "weight_decay", "betas", "eps") == {
         "lr": 5e-4, "weight_decay": 1e-4, "betas": (0.9, 0.999), "eps": 1e-8
     }  # fmt: skip

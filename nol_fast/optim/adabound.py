@@ -8,8 +8,10 @@ construction *and* by :meth:`AdaBound.add_param_group`, and saved by ``state_dic
 learning rate gives a zero step instead of a division by zero, complex parameters are updated
 through their real view, and decoupled (AdamW-style) weight decay is available.
 
-The arithmetic of one parameter lives in :func:`adabound_update_`, the reference backend that
-faster implementations of the same class are checked against.
+The arithmetic of one parameter lives in :func:`adabound_update_`, which the reference backend
+of :func:`nol_fast.optim.multi_tensor.adabound_step` applies tensor by tensor; the optimizer
+steps through that multi-tensor op, so faster backends plug in behind the same class, and it
+takes ``grad_scale``/``found_inf`` from ``torch.amp.GradScaler``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
+
+from nol_fast.optim.multi_tensor import adabound_step
 
 
 def adabound_update_(
@@ -147,6 +151,9 @@ class AdaBound(Optimizer):
     >>> optimizer.step()
     """
 
+    # torch.amp.GradScaler hands over grad_scale/found_inf instead of unscaling the grads.
+    _step_supports_amp_scaling = True
+
     def __init__(
         self,
         params: Iterable[Tensor] | Iterable[dict[str, Any]],
@@ -183,13 +190,23 @@ class AdaBound(Optimizer):
         group.setdefault("base_lr", group["lr"])
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+    def step(
+        self,
+        closure: Callable[[], float] | None = None,
+        grad_scale: Tensor | None = None,
+        found_inf: Tensor | None = None,
+    ) -> float | None:
         """Perform one optimization step.
 
         Parameters
         ----------
         closure
             Optional callable that re-evaluates the model and returns the loss.
+        grad_scale, found_inf
+            Mixed-precision tensors: gradients are divided by ``grad_scale``, and the step
+            (step counters included) is skipped where ``found_inf`` is nonzero. Default to the
+            ``grad_scale`` and ``found_inf`` attributes ``torch.amp.GradScaler`` sets on the
+            optimizer (see :mod:`nol_fast.optim.multi_tensor`).
 
         Returns
         -------
@@ -200,44 +217,60 @@ class AdaBound(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if grad_scale is None:
+            grad_scale = getattr(self, "grad_scale", None)
+        if found_inf is None:
+            found_inf = getattr(self, "found_inf", None)
 
         for group in self.param_groups:
-            beta1, beta2 = group["betas"]
+            lists: tuple[list[Tensor], ...] = ([], [], [], [], [], [])
             for param in group["params"]:
                 if param.grad is None:
                     continue
                 if param.grad.is_sparse:
                     raise RuntimeError("AdaBound does not support sparse gradients")
-                state = self.state[param]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(
-                        param, memory_format=torch.preserve_format
-                    )
-                    if group["amsbound"]:
-                        state["max_exp_avg_sq"] = torch.zeros_like(
-                            param, memory_format=torch.preserve_format
-                        )
-                state["step"] += 1
-                adabound_update_(
-                    param,
-                    param.grad,
-                    state["exp_avg"],
-                    state["exp_avg_sq"],
-                    state["max_exp_avg_sq"] if group["amsbound"] else None,
-                    step=state["step"],
-                    lr=group["lr"],
-                    base_lr=group["base_lr"],
-                    beta1=beta1,
-                    beta2=beta2,
-                    final_lr=group["final_lr"],
-                    gamma=group["gamma"],
-                    eps=group["eps"],
-                    weight_decay=group["weight_decay"],
-                    decoupled_weight_decay=group["decoupled_weight_decay"],
-                )
+                state = self._state_of(param, group)
+                for target, tensor in zip(lists, (param, param.grad, *state), strict=True):
+                    if tensor is not None:
+                        target.append(tensor)
+            beta1, beta2 = group["betas"]
+            adabound_step(
+                *lists,
+                lr=group["lr"],
+                base_lr=group["base_lr"],
+                beta1=beta1,
+                beta2=beta2,
+                final_lr=group["final_lr"],
+                gamma=group["gamma"],
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+                decoupled=group["decoupled_weight_decay"],
+                amsbound=group["amsbound"],
+                grad_scale=grad_scale,
+                found_inf=found_inf,
+            )
         return loss
+
+    def _state_of(self, param: Tensor, group: dict[str, Any]) -> list[Tensor | None]:
+        """``[exp_avg, exp_avg_sq, max_exp_avg_sq or None, step]`` of ``param``, created if new.
+
+        The step counter is a float32 tensor on the CPU, so a skipped mixed-precision step can
+        leave it unchanged without a branch on the host; an integer counter from an older
+        checkpoint is converted.
+        """
+        state = self.state[param]
+        if not state:
+            state["step"] = torch.tensor(0.0)
+            state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            if group["amsbound"]:
+                state["max_exp_avg_sq"] = torch.zeros_like(
+                    param, memory_format=torch.preserve_format
+                )
+        elif not torch.is_tensor(state["step"]):
+            state["step"] = torch.tensor(float(state["step"]))
+        maximum = state["max_exp_avg_sq"] if group["amsbound"] else None
+        return [state["exp_avg"], state["exp_avg_sq"], maximum, state["step"]]
 
 
 def _check_hyperparameters(group: dict[str, Any]) -> None:

@@ -15,13 +15,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from nol_fast.optim import AdaBound, PlateauScheduler, WarmupScheduler
+from nol_fast.optim import AdaBound, FusedAdam, FusedAdamW, PlateauScheduler, WarmupScheduler
 from nol_fast.optim.schedulers import SCHEDULES
 
 # name -> (optimizer class, constructor arguments fixed by the name)
 OPTIMIZERS: dict[str, tuple[type[torch.optim.Optimizer], dict[str, Any]]] = {
-    "adam": (torch.optim.Adam, {}),
-    "adamw": (torch.optim.AdamW, {}),
+    "adam": (FusedAdam, {}),
+    "adamw": (FusedAdamW, {}),
     "sgd": (torch.optim.SGD, {}),
     "rmsprop": (torch.optim.RMSprop, {}),
     "adabound": (AdaBound, {"amsbound": False}),
@@ -45,9 +45,11 @@ def create_optimizer(
     parameters
         Parameters (a generator such as ``model.parameters()`` or a list) or param-group dicts.
     optimizer_name
-        Case-insensitive: ``adam``, ``adamw``, ``sgd``, ``rmsprop`` (``torch.optim``),
-        ``adabound`` or ``amsbound`` (:class:`nol_fast.optim.AdaBound`, the latter with
-        ``amsbound=True``).
+        Case-insensitive: ``adam``, ``adamw`` (:class:`nol_fast.optim.FusedAdam`,
+        :class:`nol_fast.optim.FusedAdamW`), ``sgd``, ``rmsprop`` (``torch.optim``, with
+        ``fused=True`` where torch has a fused kernel and the parameters are real CUDA tensors,
+        ``foreach=True`` otherwise, unless ``foreach`` or ``fused`` is given), ``adabound``
+        or ``amsbound`` (:class:`nol_fast.optim.AdaBound`, the latter with ``amsbound=True``).
     learning_rate, weight_decay
         Passed as ``lr`` and ``weight_decay``.
     **kwargs
@@ -76,7 +78,37 @@ def create_optimizer(
     name = _normalise(optimizer_name, OPTIMIZERS, "optimizer")
     cls, fixed = OPTIMIZERS[name]
     _check_kwargs(f"optimizer {name!r}", cls, kwargs, exclude={"params", "lr", *fixed})
+    # Materialised, so the device check below does not consume generators.
+    parameters = [
+        entry if isinstance(entry, Tensor) else {**entry, "params": _as_list(entry["params"])}
+        for entry in parameters
+    ]
+    if cls in (torch.optim.SGD, torch.optim.RMSprop) and not {"foreach", "fused"} & set(kwargs):
+        fixed = {**fixed, **_multi_tensor_flag(cls, parameters)}
     return cls(parameters, lr=learning_rate, weight_decay=weight_decay, **fixed, **kwargs)
+
+
+def _multi_tensor_flag(
+    cls: type[torch.optim.Optimizer], parameters: list[Tensor] | list[dict[str, Any]]
+) -> dict[str, bool]:
+    """``{'fused': True}`` if ``cls`` has a fused kernel and the parameters are all real
+    floating-point CUDA tensors, else ``{'foreach': True}``."""
+    tensors = [
+        tensor
+        for entry in parameters
+        for tensor in ([entry] if isinstance(entry, Tensor) else entry["params"])
+    ]
+    if not tensors or "fused" not in inspect.signature(cls.__init__).parameters:
+        return {"foreach": True}
+    device_types = {tensor.device.type for tensor in tensors}
+    if device_types == {"cuda"} and all(t.is_floating_point() for t in tensors):
+        return {"fused": True}
+    return {"foreach": True}
+
+
+def _as_list(params: Tensor | Iterable[Tensor]) -> list[Tensor]:
+    """A group's ``params`` entry (one tensor or an iterable) as a list."""
+    return [params] if isinstance(params, Tensor) else list(params)
 
 
 def create_scheduler(

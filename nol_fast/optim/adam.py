@@ -1,0 +1,232 @@
+"""FusedAdam and FusedAdamW: ``torch.optim``-compatible Adam that steps a whole group at once.
+
+Each step hands the tensors of a parameter group to :func:`nol_fast.optim.multi_tensor.adam_step`
+as lists, so the backend chosen there (reference ``torch._foreach_*`` ops now, fused kernels on
+CUDA) updates all parameters together. The state layout (``step``, ``exp_avg``, ``exp_avg_sq``,
+``max_exp_avg_sq``) is ``torch.optim.Adam``'s, and ``torch.amp.GradScaler`` passes its scale and
+inf flag to the step instead of unscaling the gradients in a separate pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from nol_fast.optim.multi_tensor import adam_step, check_backend_name
+
+
+class FusedAdam(Optimizer):
+    """Adam (or AdamW with ``decoupled_weight_decay=True``) over multi-tensor steps.
+
+    The update is ``torch.optim.Adam``'s (see :func:`~nol_fast.optim.multi_tensor.adam_step`).
+    Complex parameters are updated as pairs of reals, as ``torch.optim.Adam`` does.
+
+    Parameters
+    ----------
+    params
+        Parameters or parameter-group dicts, as for any ``torch.optim`` optimizer.
+    lr
+        Learning rate (``>= 0``); a tensor only with ``capturable=True``.
+    betas
+        Decay rates of the first and second moment averages, each in ``[0, 1)``.
+    eps
+        Added to the denominator for numerical stability (``>= 0``).
+    weight_decay
+        Weight-decay factor (``>= 0``).
+    amsgrad
+        Normalise by the running maximum of the second moment.
+    maximize
+        Maximise the objective instead of minimising it.
+    capturable
+        Keep each step counter, and ``lr`` when it is a tensor, on the parameters' device, so
+        a step needs no host values (the basis for CUDA-graph capture). Otherwise step
+        counters are float32 tensors on the CPU, as in ``torch.optim.Adam``.
+    backend
+        Backend of the multi-tensor op, or ``None`` for automatic selection (see
+        :func:`~nol_fast.optim.multi_tensor.resolve_backend`).
+    decoupled_weight_decay
+        Decay weights as ``p *= 1 - lr * weight_decay`` (AdamW).
+
+    Examples
+    --------
+    >>> model = torch.nn.Linear(4, 2)
+    >>> optimizer = FusedAdam(model.parameters(), lr=1e-3)
+    >>> model(torch.randn(8, 4)).square().mean().backward()
+    >>> optimizer.step()
+    """
+
+    # torch.amp.GradScaler hands over grad_scale/found_inf instead of unscaling the grads.
+    _step_supports_amp_scaling = True
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        maximize: bool = False,
+        capturable: bool = False,
+        backend: str | None = None,
+        decoupled_weight_decay: bool = False,
+    ) -> None:
+        check_backend_name(backend)
+        self.backend = backend
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "amsgrad": amsgrad,
+            "maximize": maximize,
+            "capturable": capturable,
+            "decoupled_weight_decay": decoupled_weight_decay,
+        }
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a parameter group after checking its hyper-parameters."""
+        _check_hyperparameters(type(self).__name__, {**self.defaults, **param_group})
+        super().add_param_group(param_group)
+
+    @torch.no_grad()
+    def step(
+        self,
+        closure: Callable[[], float] | None = None,
+        grad_scale: Tensor | None = None,
+        found_inf: Tensor | None = None,
+    ) -> float | None:
+        """Perform one optimization step.
+
+        Parameters
+        ----------
+        closure
+            Optional callable that re-evaluates the model and returns the loss.
+        grad_scale, found_inf
+            Mixed-precision tensors: gradients are divided by ``grad_scale``, and the step
+            (step counters included) is skipped where ``found_inf`` is nonzero. Default to the
+            ``grad_scale`` and ``found_inf`` attributes ``torch.amp.GradScaler`` sets on the
+            optimizer.
+
+        Returns
+        -------
+        float or None
+            The closure's loss, if a closure was given.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        if grad_scale is None:
+            grad_scale = getattr(self, "grad_scale", None)
+        if found_inf is None:
+            found_inf = getattr(self, "found_inf", None)
+
+        for group in self.param_groups:
+            lists: tuple[list[Tensor], ...] = ([], [], [], [], [], [])
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                if param.grad.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+                state = self._state_of(param, group)
+                for target, tensor in zip(lists, (param, param.grad, *state), strict=True):
+                    if tensor is not None:
+                        target.append(tensor)
+            if not lists[0]:
+                continue
+            lr = group["lr"]
+            if torch.is_tensor(lr) and group["capturable"] and lr.device != lists[0][0].device:
+                lr = group["lr"] = lr.to(lists[0][0].device)
+            beta1, beta2 = group["betas"]
+            adam_step(
+                *lists,
+                lr=lr,
+                beta1=beta1,
+                beta2=beta2,
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+                decoupled=group["decoupled_weight_decay"],
+                amsgrad=group["amsgrad"],
+                maximize=group["maximize"],
+                grad_scale=grad_scale,
+                found_inf=found_inf,
+                backend=self.backend,
+            )
+        return loss
+
+    def _state_of(self, param: Tensor, group: dict[str, Any]) -> list[Tensor | None]:
+        """``[exp_avg, exp_avg_sq, max_exp_avg_sq or None, step]`` of ``param``, created if new.
+
+        The step counter lives on the parameter's device when the group is capturable, on the
+        CPU otherwise; a counter loaded from elsewhere is moved once.
+        """
+        state = self.state[param]
+        step_device = param.device if group["capturable"] else torch.device("cpu")
+        if not state:
+            state["step"] = torch.zeros((), dtype=torch.float32, device=step_device)
+            state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        if group["amsgrad"] and "max_exp_avg_sq" not in state:
+            state["max_exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        if not torch.is_tensor(state["step"]) or state["step"].device != step_device:
+            state["step"] = torch.as_tensor(state["step"], dtype=torch.float32).to(step_device)
+        maximum = state["max_exp_avg_sq"] if group["amsgrad"] else None
+        return [state["exp_avg"], state["exp_avg_sq"], maximum, state["step"]]
+
+
+class FusedAdamW(FusedAdam):
+    """AdamW: :class:`FusedAdam` with decoupled weight decay (default ``weight_decay=1e-2``).
+
+    Parameters are those of :class:`FusedAdam`, without ``decoupled_weight_decay``.
+
+    Examples
+    --------
+    >>> model = torch.nn.Linear(4, 2)
+    >>> optimizer = FusedAdamW(model.parameters(), lr=1e-3)
+    >>> group = optimizer.param_groups[0]
+    >>> group["weight_decay"], group["decoupled_weight_decay"]
+    (0.01, True)
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        maximize: bool = False,
+        capturable: bool = False,
+        backend: str | None = None,
+    ) -> None:
+        super().__init__(
+            params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+            maximize=maximize, capturable=capturable, backend=backend,
+            decoupled_weight_decay=True,
+        )  # fmt: skip
+
+
+def _check_hyperparameters(owner: str, group: dict[str, Any]) -> None:
+    """Raise ValueError naming the first hyper-parameter of ``group`` out of its range."""
+    lr = group["lr"]
+    if torch.is_tensor(lr):
+        if not group["capturable"]:
+            raise ValueError(f"{owner}: lr may be a tensor only with capturable=True, got {lr!r}")
+        if lr.numel() != 1:
+            raise ValueError(f"{owner}: a tensor lr must have one element, got shape {lr.shape}")
+    for name in ("lr", "eps", "weight_decay"):
+        if not group[name] >= 0:
+            raise ValueError(f"{owner}: {name} must be >= 0, got {group[name]!r}")
+    betas = group["betas"]
+    if len(betas) != 2:
+        raise ValueError(f"{owner}: betas must be a pair (beta1, beta2), got {betas!r}")
+    for index, beta in enumerate(betas):
+        if not 0 <= beta < 1:
+            raise ValueError(f"{owner}: betas[{index}] must be in [0, 1), got {beta!r}")
