@@ -27,12 +27,23 @@ def backends() -> dict[str, dict[str, dict[str, str]]]:
     """
     import torch
 
-    from nol_fast.ops.spectral_conv.op import BACKENDS, backend_status
+    from nol_fast.ops.spectral_conv import op as spectral_conv
+    from nol_fast.optim import multi_tensor
 
-    def status(backend: str, device_type: str) -> str:
-        reason = backend_status(backend, device_type)
+    def status(check, backend: str, device_type: str) -> str:
+        reason = check(backend, device_type)
         if reason is None and device_type == "cuda" and not torch.cuda.is_available():
             reason = "no CUDA device"
         return "available" if reason is None else f"unavailable: {reason}"
 
-    return {"spectral_conv": {d: {b: status(b, d) for b in BACKENDS} for d in DEVICE_TYPES}}
+    def optimizer_check(backend: str, device_type: str) -> str | None:
+        return multi_tensor.backend_status(backend, torch.device(device_type))
+
+    ops = {
+        "spectral_conv": (spectral_conv.backend_status, spectral_conv.BACKENDS),
+        "optimizer_step": (optimizer_check, multi_tensor.BACKENDS),
+    }
+    return {
+        name: {d: {b: status(check, b, d) for b in names} for d in DEVICE_TYPES}
+        for name, (check, names) in ops.items()
+    }

@@ -228,3 +228,13 @@ def test_capturable_keeps_step_and_lr_on_device() -> None:
     assert torch.is_tensor(ours.param_groups[0]["lr"])
     assert ours.state[ours_params[0]]["step"].device == ours_params[0].device
     assert_close(ours_params, torch_params)
+
+
+def test_backends_report_lists_the_optimizer_step():
+    from nol_fast import backends
+
+    report = backends()["optimizer_step"]
+    assert report["cpu"]["reference"] == "available"
+    assert report["cpu"]["triton"] == "unavailable: runs on CUDA tensors only"
+    if not torch.cuda.is_available():
+        assert report["cuda"]["triton"].startswith("unavailable")

@@ -54,7 +54,7 @@ def _triton_module() -> ModuleType | None:
         return None
 
 
-def _unavailable_reason(backend: str, device: torch.device) -> str | None:
+def backend_status(backend: str, device: torch.device) -> str | None:
     """``None`` if ``backend`` runs on tensors of ``device``, else the reason it does not."""
     if backend == "triton":
         if device.type != "cuda":
@@ -102,16 +102,16 @@ def resolve_backend(backend: str | None, device: torch.device) -> str:
     """
     check_backend_name(backend)
     if backend is not None:
-        reason = _unavailable_reason(backend, device)
+        reason = backend_status(backend, device)
         if reason is not None:
             raise RuntimeError(
                 f"optimizer backend {backend!r} cannot update {device.type} tensors ({reason})"
             )
         return backend
     preferred = os.environ.get(ENV_VAR)
-    if preferred in BACKENDS and _unavailable_reason(preferred, device) is None:
+    if preferred in BACKENDS and backend_status(preferred, device) is None:
         return preferred
-    return "triton" if _unavailable_reason("triton", device) is None else "reference"
+    return "triton" if backend_status("triton", device) is None else "reference"
 
 
 def _backend_function(name: str, backend: str | None, params: Sequence[Tensor]) -> Callable | None:
