@@ -315,7 +315,7 @@ def test_unknown_scheduler_name() -> None:
         create_scheduler(make_optimizer(), "cosin")
     assert str(info.value) == (
         "unknown scheduler 'cosin'; choose one of: cosine, cosine_restarts, linear, step, "
-        "exponential, constant, plateau"
+        "exponential, constant, onecycle, plateau"
     )
 
 
@@ -363,3 +363,29 @@ def test_bad_values(name: str, warmup: int, kwargs: dict, message: str) -> None:
 def test_direct_construction_rejects_unknown_schedule() -> None:
     with pytest.raises(ValueError, match="unknown schedule 'plateau'; choose one of: cosine"):
         WarmupScheduler(make_optimizer(), "plateau")
+
+
+@pytest.mark.parametrize("total, pct_start", [(100, 0.3), (37, 0.25), (10, 0.5)])
+def test_onecycle_matches_torch(total: int, pct_start: float) -> None:
+    ours = create_scheduler(make_optimizer(), "onecycle", 0, T_max=total, pct_start=pct_start)
+    reference_optimizer = make_optimizer()
+    max_lrs = [group["lr"] for group in reference_optimizer.param_groups]
+    torch_scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        reference_optimizer, max_lr=max_lrs, total_steps=total, pct_start=pct_start,
+        cycle_momentum=False,
+    )
+    reference = [lr for lrs in collect(torch_scheduler, total) for lr in lrs]
+    assert [lr for lrs in collect(ours, total) for lr in lrs] == pytest.approx(
+        reference, rel=1e-9, abs=1e-15)
+    ours.step()  # past the horizon it stays at the final lr
+    assert ours.get_last_lr() == pytest.approx(
+        [lr / 25.0 / 1e4 for lr in max_lrs], rel=1e-12)
+
+
+def test_onecycle_horizon_is_filled_and_options_are_checked() -> None:
+    scheduler = create_scheduler(make_optimizer(), "onecycle")
+    assert scheduler.needs_horizon
+    scheduler.set_horizon(50)
+    assert scheduler.options["T_max"] == 50
+    with pytest.raises(ValueError, match=r"pct_start must be in \(0, 1\), got 1.5"):
+        create_scheduler(make_optimizer(), "onecycle", T_max=10, pct_start=1.5)

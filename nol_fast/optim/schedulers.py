@@ -13,7 +13,7 @@ Schedulers carry the protocol the trainer relies on:
     ``'step'`` (stepped after every optimizer step) or ``'epoch'`` (once per epoch); all step
     counts of the scheduler, warm-up and horizon included, are in this unit.
 ``needs_horizon``
-    True when the trainer should fill the horizon ``T_max`` of a cosine or linear schedule
+    True when the trainer should fill the horizon ``T_max`` of a cosine, linear or onecycle schedule
     from its run length: the user gave none, or an earlier fill set it.
 ``set_horizon(total)``
     Fills in ``T_max`` (total steps of the run, warm-up included).
@@ -84,6 +84,23 @@ def _constant(base_lr: float, t: int, decay_steps: int | None, opts: Options) ->
     return base_lr
 
 
+def _onecycle(base_lr: float, t: int, decay_steps: int | None, opts: Options) -> float:
+    """One cycle: cosine up from ``base_lr / div_factor`` to ``base_lr`` over the first
+    ``pct_start`` of the horizon, then cosine down to ``base_lr / div_factor /
+    final_div_factor`` at its last step, where it stays."""
+    if decay_steps is None:
+        return base_lr
+    start = base_lr / opts["div_factor"]
+    final = start / opts["final_div_factor"]
+    peak = opts["pct_start"] * decay_steps - 1  # may be fractional, as the cycle's midpoint
+    end = decay_steps - 1
+    if t <= peak:
+        return _half_cosine(base_lr, start, peak - t, peak)
+    if t >= end:
+        return final
+    return _half_cosine(base_lr, final, t - peak, end - peak)
+
+
 @dataclass(frozen=True)
 class _Schedule:
     """A decay schedule: its lr after warm-up and the options it takes.
@@ -110,6 +127,10 @@ SCHEDULES: dict[str, _Schedule] = {
     "step": _Schedule(_step, {"gamma": 0.1}, ("step_size",), ("step_size",)),
     "exponential": _Schedule(_exponential, {}, ("gamma",)),
     "constant": _Schedule(_constant, {}),
+    "onecycle": _Schedule(
+        _onecycle, {"T_max": None, "pct_start": 0.3, "div_factor": 25.0,
+                    "final_div_factor": 1e4}, has_horizon=True,
+    ),
 }
 
 
@@ -194,9 +215,9 @@ class WarmupScheduler(LRScheduler):
     def needs_horizon(self) -> bool:
         """True when the trainer should (re)fill ``T_max`` from the length of its run.
 
-        That is a cosine or linear schedule with no ``T_max`` yet, or one whose ``T_max`` was
-        filled by :meth:`set_horizon`: training on to more epochs re-fills it, so the decay
-        always spans the run. A ``T_max`` given by the user is never replaced.
+        That is a cosine, linear or onecycle schedule with no ``T_max`` yet, or one whose
+        ``T_max`` was filled by :meth:`set_horizon`: training on to more epochs re-fills it, so
+        the decay always spans the run. A ``T_max`` given by the user is never replaced.
         """
         has_horizon = SCHEDULES[self.schedule].has_horizon
         return has_horizon and (self.options["T_max"] is None or self.horizon_is_auto)
@@ -221,7 +242,8 @@ class WarmupScheduler(LRScheduler):
         """
         if not SCHEDULES[self.schedule].has_horizon:
             raise ValueError(
-                f"schedule {self.schedule!r} has no horizon; only cosine and linear take one"
+                f"schedule {self.schedule!r} has no horizon; only cosine, linear and onecycle "
+                "take one"
             )
         if not _is_int(total) or total < 1:
             raise ValueError(f"horizon must be a positive integer, got {total!r}")
@@ -321,6 +343,11 @@ def _check_options(schedule: str, options: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"{schedule}: T_max must be a positive integer, got {values['T_max']!r}")
     if "gamma" in values and not values["gamma"] > 0:
         raise ValueError(f"{schedule}: gamma must be > 0, got {values['gamma']!r}")
+    if "pct_start" in values and not 0 < values["pct_start"] < 1:
+        raise ValueError(f"{schedule}: pct_start must be in (0, 1), got {values['pct_start']!r}")
+    for name in ("div_factor", "final_div_factor"):
+        if name in values and not values[name] > 0:
+            raise ValueError(f"{schedule}: {name} must be > 0, got {values[name]!r}")
     return values
 
 
