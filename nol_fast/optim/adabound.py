@@ -17,13 +17,13 @@ takes ``grad_scale``/``found_inf`` from ``torch.amp.GradScaler``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.optim import Optimizer
 
+from nol_fast.optim.base import MultiTensorOptimizer
 from nol_fast.optim.multi_tensor import adabound_step
 
 
@@ -112,7 +112,7 @@ def adabound_update_(
     param.sub_(update.mul_(exp_avg))
 
 
-class AdaBound(Optimizer):
+class AdaBound(MultiTensorOptimizer):
     """AdaBound (Luo et al., ICLR 2019): Adam with dynamic bounds on the step size.
 
     Early on the bounds are loose and the optimizer behaves like Adam; as the step count ``t``
@@ -151,9 +151,6 @@ class AdaBound(Optimizer):
     >>> optimizer.step()
     """
 
-    # torch.amp.GradScaler hands over grad_scale/found_inf instead of unscaling the grads.
-    _step_supports_amp_scaling = True
-
     def __init__(
         self,
         params: Iterable[Tensor] | Iterable[dict[str, Any]],
@@ -189,67 +186,29 @@ class AdaBound(Optimizer):
         group = self.param_groups[-1]
         group.setdefault("base_lr", group["lr"])
 
-    @torch.no_grad()
-    def step(
+    def _group_step(
         self,
-        closure: Callable[[], float] | None = None,
-        grad_scale: Tensor | None = None,
-        found_inf: Tensor | None = None,
-    ) -> float | None:
-        """Perform one optimization step.
-
-        Parameters
-        ----------
-        closure
-            Optional callable that re-evaluates the model and returns the loss.
-        grad_scale, found_inf
-            Mixed-precision tensors: gradients are divided by ``grad_scale``, and the step
-            (step counters included) is skipped where ``found_inf`` is nonzero. Default to the
-            ``grad_scale`` and ``found_inf`` attributes ``torch.amp.GradScaler`` sets on the
-            optimizer (see :mod:`nol_fast.optim.multi_tensor`).
-
-        Returns
-        -------
-        float or None
-            The closure's loss, if a closure was given.
-        """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        if grad_scale is None:
-            grad_scale = getattr(self, "grad_scale", None)
-        if found_inf is None:
-            found_inf = getattr(self, "found_inf", None)
-
-        for group in self.param_groups:
-            lists: tuple[list[Tensor], ...] = ([], [], [], [], [], [])
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                if param.grad.is_sparse:
-                    raise RuntimeError("AdaBound does not support sparse gradients")
-                state = self._state_of(param, group)
-                for target, tensor in zip(lists, (param, param.grad, *state), strict=True):
-                    if tensor is not None:
-                        target.append(tensor)
-            beta1, beta2 = group["betas"]
-            adabound_step(
-                *lists,
-                lr=group["lr"],
-                base_lr=group["base_lr"],
-                beta1=beta1,
-                beta2=beta2,
-                final_lr=group["final_lr"],
-                gamma=group["gamma"],
-                eps=group["eps"],
-                weight_decay=group["weight_decay"],
-                decoupled=group["decoupled_weight_decay"],
-                amsbound=group["amsbound"],
-                grad_scale=grad_scale,
-                found_inf=found_inf,
-            )
-        return loss
+        group: dict[str, Any],
+        lists: tuple[list[Tensor], ...],
+        grad_scale: Tensor | None,
+        found_inf: Tensor | None,
+    ) -> None:
+        beta1, beta2 = group["betas"]
+        adabound_step(
+            *lists,
+            lr=group["lr"],
+            base_lr=group["base_lr"],
+            beta1=beta1,
+            beta2=beta2,
+            final_lr=group["final_lr"],
+            gamma=group["gamma"],
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            decoupled=group["decoupled_weight_decay"],
+            amsbound=group["amsbound"],
+            grad_scale=grad_scale,
+            found_inf=found_inf,
+        )
 
     def _state_of(self, param: Tensor, group: dict[str, Any]) -> list[Tensor | None]:
         """``[exp_avg, exp_avg_sq, max_exp_avg_sq or None, step]`` of ``param``, created if new.

@@ -9,17 +9,17 @@ inf flag to the step instead of unscaling the gradients in a separate pass.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.optim import Optimizer
 
+from nol_fast.optim.base import MultiTensorOptimizer
 from nol_fast.optim.multi_tensor import adam_step, check_backend_name
 
 
-class FusedAdam(Optimizer):
+class FusedAdam(MultiTensorOptimizer):
     """Adam (or AdamW with ``decoupled_weight_decay=True``) over multi-tensor steps.
 
     The update is ``torch.optim.Adam``'s (see :func:`~nol_fast.optim.multi_tensor.adam_step`).
@@ -59,9 +59,6 @@ class FusedAdam(Optimizer):
     >>> optimizer.step()
     """
 
-    # torch.amp.GradScaler hands over grad_scale/found_inf instead of unscaling the grads.
-    _step_supports_amp_scaling = True
-
     def __init__(
         self,
         params: Iterable[Tensor] | Iterable[dict[str, Any]],
@@ -94,71 +91,31 @@ class FusedAdam(Optimizer):
         _check_hyperparameters(type(self).__name__, {**self.defaults, **param_group})
         super().add_param_group(param_group)
 
-    @torch.no_grad()
-    def step(
+    def _group_step(
         self,
-        closure: Callable[[], float] | None = None,
-        grad_scale: Tensor | None = None,
-        found_inf: Tensor | None = None,
-    ) -> float | None:
-        """Perform one optimization step.
-
-        Parameters
-        ----------
-        closure
-            Optional callable that re-evaluates the model and returns the loss.
-        grad_scale, found_inf
-            Mixed-precision tensors: gradients are divided by ``grad_scale``, and the step
-            (step counters included) is skipped where ``found_inf`` is nonzero. Default to the
-            ``grad_scale`` and ``found_inf`` attributes ``torch.amp.GradScaler`` sets on the
-            optimizer.
-
-        Returns
-        -------
-        float or None
-            The closure's loss, if a closure was given.
-        """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        if grad_scale is None:
-            grad_scale = getattr(self, "grad_scale", None)
-        if found_inf is None:
-            found_inf = getattr(self, "found_inf", None)
-
-        for group in self.param_groups:
-            lists: tuple[list[Tensor], ...] = ([], [], [], [], [], [])
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                if param.grad.is_sparse:
-                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-                state = self._state_of(param, group)
-                for target, tensor in zip(lists, (param, param.grad, *state), strict=True):
-                    if tensor is not None:
-                        target.append(tensor)
-            if not lists[0]:
-                continue
-            lr = group["lr"]
-            if torch.is_tensor(lr) and group["capturable"] and lr.device != lists[0][0].device:
-                lr = group["lr"] = lr.to(lists[0][0].device)
-            beta1, beta2 = group["betas"]
-            adam_step(
-                *lists,
-                lr=lr,
-                beta1=beta1,
-                beta2=beta2,
-                eps=group["eps"],
-                weight_decay=group["weight_decay"],
-                decoupled=group["decoupled_weight_decay"],
-                amsgrad=group["amsgrad"],
-                maximize=group["maximize"],
-                grad_scale=grad_scale,
-                found_inf=found_inf,
-                backend=self.backend,
-            )
-        return loss
+        group: dict[str, Any],
+        lists: tuple[list[Tensor], ...],
+        grad_scale: Tensor | None,
+        found_inf: Tensor | None,
+    ) -> None:
+        lr = group["lr"]
+        if torch.is_tensor(lr) and group["capturable"] and lr.device != lists[0][0].device:
+            lr = group["lr"] = lr.to(lists[0][0].device)
+        beta1, beta2 = group["betas"]
+        adam_step(
+            *lists,
+            lr=lr,
+            beta1=beta1,
+            beta2=beta2,
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            decoupled=group["decoupled_weight_decay"],
+            amsgrad=group["amsgrad"],
+            maximize=group["maximize"],
+            grad_scale=grad_scale,
+            found_inf=found_inf,
+            backend=self.backend,
+        )
 
     def _state_of(self, param: Tensor, group: dict[str, Any]) -> list[Tensor | None]:
         """``[exp_avg, exp_avg_sq, max_exp_avg_sq or None, step]`` of ``param``, created if new.

@@ -133,6 +133,39 @@ def _unscaled(grads: Sequence[Tensor], grad_scale: Tensor | None) -> list[Tensor
     return [g / grad_scale.to(g.device) for g in grads]
 
 
+def _prepare(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    exp_avgs: Sequence[Tensor],
+    exp_avg_sqs: Sequence[Tensor],
+    max_exp_avg_sqs: Sequence[Tensor],
+    state_steps: Sequence[Tensor],
+) -> tuple[list[Tensor], ...]:
+    """Count the step (every backend reads incremented counters) and take real views."""
+    torch._foreach_add_(list(state_steps), 1)
+    return tuple(map(_real, (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs)))
+
+
+def _ran_on_kernel(
+    name: str,
+    backend: str | None,
+    lists: tuple[list[Tensor], ...],
+    state_steps: Sequence[Tensor],
+    hyper: dict[str, Any],
+) -> bool:
+    """Run the Triton kernel ``name`` when that backend is chosen; ``False`` otherwise.
+
+    The kernel skips a ``found_inf`` step on the device itself; only the counters, which
+    :func:`_prepare` advanced, are stepped back.
+    """
+    kernel = _backend_function(name, backend, lists[0])
+    if kernel is None:
+        return False
+    kernel(*lists, state_steps, **hyper)
+    _finish_skippable(hyper["found_inf"], [], state_steps)
+    return True
+
+
 def _finish_skippable(
     found_inf: Tensor | None,
     saved: list[tuple[Tensor, Tensor]],
@@ -218,14 +251,10 @@ def adam_step(
         lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, decoupled=decoupled,
         amsgrad=amsgrad, maximize=maximize, grad_scale=grad_scale, found_inf=found_inf,
     )  # fmt: skip
-    lists = tuple(map(_real, (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs)))
-    params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs = lists
-    torch._foreach_add_(list(state_steps), 1)
-    kernel = _backend_function("adam_step_triton", backend, params)
-    if kernel is not None:
-        kernel(*lists, state_steps, **hyper)
-        _finish_skippable(found_inf, [], state_steps)
+    lists = _prepare(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps)
+    if _ran_on_kernel("adam_step_triton", backend, lists, state_steps, hyper):
         return
+    params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs = lists
 
     saved = _snapshot(found_inf, params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs)
     grads = _unscaled(grads, grad_scale)
@@ -300,14 +329,10 @@ def adabound_step(
         eps=eps, weight_decay=weight_decay, decoupled=decoupled, amsbound=amsbound,
         grad_scale=grad_scale, found_inf=found_inf,
     )  # fmt: skip
-    lists = tuple(map(_real, (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs)))
-    params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs = lists
-    torch._foreach_add_(list(state_steps), 1)
-    kernel = _backend_function("adabound_step_triton", backend, params)
-    if kernel is not None:
-        kernel(*lists, state_steps, **hyper)
-        _finish_skippable(found_inf, [], state_steps)
+    lists = _prepare(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps)
+    if _ran_on_kernel("adabound_step_triton", backend, lists, state_steps, hyper):
         return
+    params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs = lists
 
     # Imported here: nol_fast.optim.adabound imports this module for AdaBound.step.
     from nol_fast.optim.adabound import adabound_update_

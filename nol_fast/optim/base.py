@@ -1,0 +1,86 @@
+"""The shared ``step`` of nol_fast's optimizers: gather each group's tensors, hand them to the op.
+
+Every optimizer here keeps per-parameter state in lists that a multi-tensor step op
+(:mod:`nol_fast.optim.multi_tensor`) updates in one call per parameter group. What differs
+between algorithms is the state they keep (:meth:`MultiTensorOptimizer._state_of`) and the op
+and hyper-parameters they call it with (:meth:`MultiTensorOptimizer._group_step`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+
+class MultiTensorOptimizer(Optimizer):
+    """Base class: closure handling, AMP hand-over and per-group tensor lists."""
+
+    # torch.amp.GradScaler hands over grad_scale/found_inf instead of unscaling the grads.
+    _step_supports_amp_scaling = True
+
+    @torch.no_grad()
+    def step(
+        self,
+        closure: Callable[[], float] | None = None,
+        grad_scale: Tensor | None = None,
+        found_inf: Tensor | None = None,
+    ) -> float | None:
+        """Perform one optimization step.
+
+        Parameters
+        ----------
+        closure
+            Optional callable that re-evaluates the model and returns the loss.
+        grad_scale, found_inf
+            Mixed-precision tensors: gradients are divided by ``grad_scale``, and the step
+            (step counters included) is skipped where ``found_inf`` is nonzero. Default to the
+            ``grad_scale`` and ``found_inf`` attributes ``torch.amp.GradScaler`` sets on the
+            optimizer (see :mod:`nol_fast.optim.multi_tensor`).
+
+        Returns
+        -------
+        float or None
+            The closure's loss, if a closure was given.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        if grad_scale is None:
+            grad_scale = getattr(self, "grad_scale", None)
+        if found_inf is None:
+            found_inf = getattr(self, "found_inf", None)
+
+        for group in self.param_groups:
+            # params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps
+            lists: tuple[list[Tensor], ...] = ([], [], [], [], [], [])
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                if param.grad.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+                state = self._state_of(param, group)
+                for target, tensor in zip(lists, (param, param.grad, *state), strict=True):
+                    if tensor is not None:
+                        target.append(tensor)
+            if lists[0]:
+                self._group_step(group, lists, grad_scale, found_inf)
+        return loss
+
+    def _state_of(self, param: Tensor, group: dict[str, Any]) -> list[Tensor | None]:
+        """``[exp_avg, exp_avg_sq, max_exp_avg_sq or None, step]`` of ``param``, created if new."""
+        raise NotImplementedError
+
+    def _group_step(
+        self,
+        group: dict[str, Any],
+        lists: tuple[list[Tensor], ...],
+        grad_scale: Tensor | None,
+        found_inf: Tensor | None,
+    ) -> None:
+        """Update one parameter group's tensors with the algorithm's multi-tensor op."""
+        raise NotImplementedError
