@@ -1,56 +1,136 @@
-"""Build script for the optional compiled extension ``nol_fast._C``.
+"""Build script for the compiled extension ``nol_fast._C``.
 
-Metadata lives in pyproject.toml. This file adds the extension:
+Metadata lives in pyproject.toml. This file adds the extension, built from
 
-- C++ CPU kernels from ``csrc/*.cpp`` are built whenever there are sources and torch is
-  importable at build time (``pip install --no-build-isolation``, since the extension must be
-  compiled against the torch it runs with);
-- CUDA kernels from ``kernels/*.cu`` are added only when torch has CUDA and ``nvcc`` is found;
-- ``NOL_FAST_BUILD_EXT=0`` skips the extension.
+- the C++ sources in ``csrc/`` (CPU kernels and the pybind11 module), always;
+- the CUDA sources in ``kernels/``, compiled with ``nvcc`` and linked in, when CUDA is enabled.
 
-Installation never fails for lack of a compiler or of sources: the package then runs on its
-reference and Triton paths.
+The kernels take tensors as addresses and sizes, so the extension includes no torch headers:
+it builds without torch (pip's isolated build works) and runs with any torch version.
+
+Environment switches
+--------------------
+``NOL_FAST_BUILD_EXT=0``
+    Build no extension; the package then runs on its reference and Triton paths.
+``NOL_FAST_BUILD_CUDA=auto|1|0``
+    ``auto`` (default) adds the CUDA kernels when ``nvcc`` is found and an NVIDIA driver is
+    loaded; ``1`` requires them; ``0`` leaves them out.
+``NOL_FAST_CUDA_ARCHS``
+    Semicolon-separated compute capabilities to build for (default ``80;90``); PTX of the
+    highest is embedded for newer GPUs.
+
+The extension is optional: when no C++ compiler (or OpenMP) is available, installation goes on
+without it and says so.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).parent
+CXX_FLAGS = [
+    "-std=c++17",
+    "-O3",
+    "-fopenmp",
+    "-fvisibility=hidden",
+    # Round as the reference ops do (no fused multiply-add) and let sqrt vectorise.
+    "-ffp-contract=off",
+    "-fno-math-errno",
+]
 
 
-def extension_modules() -> tuple[list, dict]:
+def nvcc_path() -> str | None:
+    """``nvcc`` from ``$CUDA_HOME/bin`` or the ``PATH``."""
+    cuda_home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    if cuda_home and (Path(cuda_home) / "bin" / "nvcc").exists():
+        return str(Path(cuda_home) / "bin" / "nvcc")
+    return shutil.which("nvcc")
+
+
+def cuda_home(nvcc: str) -> Path:
+    """The CUDA toolkit of ``nvcc``: ``$CUDA_HOME``, the directory above its ``bin``, or
+    ``/usr/local/cuda`` (for an ``nvcc`` linked from elsewhere)."""
+    for candidate in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"),
+                      Path(nvcc).resolve().parent.parent, "/usr/local/cuda"):  # fmt: skip
+        if candidate and (Path(candidate) / "include" / "cuda_runtime_api.h").exists():
+            return Path(candidate)
+    raise RuntimeError(f"no CUDA headers found for {nvcc}; set CUDA_HOME")
+
+
+def cuda_wanted() -> bool:
+    """Whether to compile ``kernels/*.cu`` (see ``NOL_FAST_BUILD_CUDA``)."""
+    mode = os.environ.get("NOL_FAST_BUILD_CUDA", "auto")
+    if mode == "0":
+        return False
+    found = nvcc_path() is not None
+    if mode == "1":
+        if not found:
+            raise RuntimeError("NOL_FAST_BUILD_CUDA=1 but nvcc was not found (set CUDA_HOME)")
+        return True
+    return found and Path("/proc/driver/nvidia/version").exists()
+
+
+class BuildExt(build_ext):
+    """``build_ext`` that first compiles the CUDA sources with nvcc when CUDA is wanted."""
+
+    def build_extension(self, ext: Extension) -> None:
+        cuda_sources = sorted((ROOT / "kernels").glob("*.cu"))
+        if cuda_sources and cuda_wanted():
+            try:
+                self._add_cuda(ext, cuda_sources)
+            except (subprocess.CalledProcessError, RuntimeError):
+                if os.environ.get("NOL_FAST_BUILD_CUDA") == "1":
+                    raise
+                print("nol_fast: nvcc failed; building nol_fast._C without the CUDA kernels")
+        super().build_extension(ext)
+
+    def _add_cuda(self, ext: Extension, sources: list[Path]) -> None:
+        """Compile ``sources`` to objects and link them into ``ext`` with the CUDA runtime."""
+        nvcc = nvcc_path()
+        home = cuda_home(nvcc)
+        archs = os.environ.get("NOL_FAST_CUDA_ARCHS", "80;90").split(";")
+        gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs]
+        gencode.append(f"-gencode=arch=compute_{archs[-1]},code=compute_{archs[-1]}")
+        out_dir = Path(self.build_temp) / "cuda"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        objects = []
+        for source in sources:
+            obj = out_dir / (source.stem + ".o")
+            command = [nvcc, "-std=c++17", "-O3", "-Xcompiler", "-fPIC", *gencode, "-c",
+                       str(source), "-o", str(obj)]  # fmt: skip
+            print(" ".join(command))
+            subprocess.check_call(command)
+            objects.append(str(obj))
+        ext.extra_objects += objects
+        ext.define_macros.append(("NOL_FAST_WITH_CUDA", "1"))
+        ext.include_dirs.append(str(home / "include"))
+        ext.library_dirs.append(str(home / "lib64"))
+        ext.libraries += ["cudart_static", "dl", "rt", "pthread"]
+
+
+def extensions() -> list[Extension]:
     if os.environ.get("NOL_FAST_BUILD_EXT", "1") == "0":
-        return [], {}
-    cpp_sources = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc").glob("*.cpp"))
-    if not cpp_sources:
-        return [], {}
-    try:
-        from torch.utils import cpp_extension
-    except ImportError:
-        print("nol_fast: torch is not importable at build time; skipping nol_fast._C")
-        return [], {}
-    import torch
+        return []
+    import pybind11
 
-    cuda_sources = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "kernels").glob("*.cu"))
-    use_cuda = bool(cuda_sources) and torch.version.cuda is not None
-    use_cuda = use_cuda and cpp_extension.CUDA_HOME is not None
-    args = {"cxx": ["-O3", "-fopenmp"]}
-    if use_cuda:
-        args["nvcc"] = ["-O3", "--use_fast_math"]
-        ext = cpp_extension.CUDAExtension(
-            "nol_fast._C", cpp_sources + cuda_sources, extra_compile_args=args,
+    return [
+        Extension(
+            "nol_fast._C",
+            sources=sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc").glob("*.cpp")),
+            include_dirs=[pybind11.get_include(), "csrc"],
+            extra_compile_args=CXX_FLAGS,
             extra_link_args=["-fopenmp"],
+            language="c++",
+            # Without a compiler the package still installs and runs on its Python paths.
+            optional=os.environ.get("NOL_FAST_BUILD_CUDA") != "1",
         )
-    else:
-        ext = cpp_extension.CppExtension(
-            "nol_fast._C", cpp_sources, extra_compile_args=args, extra_link_args=["-fopenmp"]
-        )
-    return [ext], {"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)}
+    ]
 
 
-ext_modules, cmdclass = extension_modules()
-setup(ext_modules=ext_modules, cmdclass=cmdclass)
+setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 from torch import nn
@@ -28,6 +30,31 @@ def make_data(n: int = 40, in_channels: int = 2, grid: int = 6, seed: int = 0):
     x = torch.randn(n, in_channels, grid, generator=g)
     y = torch.tanh(x.sum(1, keepdim=True)) + 0.1 * x[:, :1] ** 2
     return x, y
+
+
+def require_extension() -> None:
+    """Skip without ``nol_fast._C`` where nothing could build it; fail where something could.
+
+    A machine with a C++ compiler builds the extension on install, so its absence there means
+    a broken build, which must not pass as a skip.
+    """
+    from nol_fast.ops import extension
+
+    reason = extension.missing()
+    if reason is None:
+        return
+    if shutil.which("c++") or shutil.which("g++"):
+        pytest.fail(f"{reason}, although this machine has a C++ compiler; reinstall the package")
+    pytest.skip(reason)
+
+
+@pytest.fixture(params=["reference", "cpu"])
+def optimizer_backend(request, monkeypatch) -> str:
+    """Each CPU backend of the multi-tensor optimizer step in turn, through NOL_FAST_BACKEND."""
+    if request.param == "cpu":
+        require_extension()
+    monkeypatch.setenv("NOL_FAST_BACKEND", request.param)
+    return request.param
 
 
 @pytest.fixture(autouse=True)

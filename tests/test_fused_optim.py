@@ -10,6 +10,9 @@ import torch
 from nol_fast.optim import AdaBound, FusedAdam, FusedAdamW
 from nol_fast.optim.multi_tensor import ENV_VAR, adam_step, resolve_backend
 
+# Every test runs on each CPU backend of the step (the reference and the C++ kernel).
+pytestmark = pytest.mark.usefixtures("optimizer_backend")
+
 SHAPES = [(7,), (3, 5), (2, 3, 11), (1,)]
 STEPS = 200
 CLOSE = {"rtol": 1e-5, "atol": 1e-6}
@@ -196,17 +199,20 @@ def test_adabound_found_inf_skips(amsbound: bool) -> None:
     assert_close(params, straight)
 
 
-def test_backend_selection(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_backend_selection(monkeypatch: pytest.MonkeyPatch, optimizer_backend: str) -> None:
     cpu = torch.device("cpu")
-    assert resolve_backend(None, cpu) == "reference"
+    assert resolve_backend(None, cpu) == optimizer_backend  # chosen through the variable
+    monkeypatch.delenv(ENV_VAR)
+    assert resolve_backend(None, cpu) == "cpu"  # the C++ kernel when it is built
     monkeypatch.setenv(ENV_VAR, "triton")  # cannot run on CPU tensors: ignored
-    assert resolve_backend(None, cpu) == "reference"
-    monkeypatch.setenv(ENV_VAR, "cpu")  # a backend of another op: ignored
-    assert resolve_backend(None, cpu) == "reference"
-    with pytest.raises(ValueError, match="'fast'.*reference, triton"):
+    assert resolve_backend(None, cpu) == "cpu"
+    monkeypatch.setenv(ENV_VAR, "einsum")  # no backend of this op: ignored
+    assert resolve_backend(None, cpu) == "cpu"
+    with pytest.raises(ValueError, match="'fast'.*reference, cpu, triton, cuda"):
         resolve_backend("fast", cpu)
-    with pytest.raises(RuntimeError, match="'triton'"):
-        resolve_backend("triton", cpu)
+    for name in ("triton", "cuda"):
+        with pytest.raises(RuntimeError, match=f"'{name}'.*CUDA tensors only"):
+            resolve_backend(name, cpu)
     with pytest.raises(ValueError, match="'fast'"):
         FusedAdam(make_params(), backend="fast")
 

@@ -11,14 +11,26 @@ import torch
 from nol_fast.optim import AdaBound, FusedAdam, FusedAdamW
 from nol_fast.training.optimizers import create_optimizer
 
-# The package calls deprecated overloads of Tensor.add/add_/addcmul_.
-pytestmark = pytest.mark.filterwarnings("ignore:This overload of add:UserWarning")
+pytestmark = [
+    # The package calls deprecated overloads of Tensor.add/add_/addcmul_.
+    pytest.mark.filterwarnings("ignore:This overload of add:UserWarning"),
+    pytest.mark.usefixtures("optimizer_backend"),
+]
 
 SHAPES = [(7,), (3, 5), (2, 3, 11)]
 STEPS = 200
 # The reference implementation performs the package's operations in the package's order, so
-# the trajectories agree bit for bit.
+# the trajectories agree bit for bit. The C++ kernel performs them in the same order and
+# rounding, but its sqrt is correctly rounded where torch's CPU sqrt is sometimes one ulp off,
+# so it agrees within float32 rounding (the tolerance set by the fixture below).
 EXACT = {"rtol": 0.0, "atol": 0.0}
+
+
+@pytest.fixture(autouse=True)
+def _tolerance(optimizer_backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if optimizer_backend != "reference":
+        monkeypatch.setitem(EXACT, "rtol", 1e-5)
+        monkeypatch.setitem(EXACT, "atol", 1e-7)
 
 
 def make_params(seed: int = 0, dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:

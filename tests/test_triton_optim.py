@@ -76,8 +76,9 @@ def test_adam_matches_torch(case):
         torch.testing.assert_close(p, e, rtol=1e-5, atol=1e-6)
 
 
-def test_adam_tensor_steps_and_grad_scale():
-    """1-element step tensors, and scaled grads divided in the kernel by grad_scale."""
+def test_adam_tensor_steps_lr_and_grad_scale():
+    """Capturable inputs: step counters and lr as tensors (the lr also enters the decoupled
+    weight decay), and scaled grads divided in the kernel by grad_scale."""
     params, grads, exp_avgs, exp_avg_sqs, _ = _state()
     expected = _torch_adam(params, grads, lr=LR, decoupled=True, weight_decay=0.01)
     steps = [torch.zeros(()) for _ in params]
@@ -86,8 +87,9 @@ def test_adam_tensor_steps_and_grad_scale():
         for s in steps:
             s += 1
         adam_step_triton(params, [g * scale for g in step_grads], exp_avgs, exp_avg_sqs, None,
-                         steps, lr=LR, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01,
-                         decoupled=True, amsgrad=False, maximize=False, grad_scale=scale)
+                         steps, lr=torch.tensor(LR), beta1=0.9, beta2=0.999, eps=1e-8,
+                         weight_decay=0.01, decoupled=True, amsgrad=False, maximize=False,
+                         grad_scale=scale)
     for p, e in zip(params, expected, strict=True):
         torch.testing.assert_close(p, e, rtol=1e-5, atol=1e-6)
 

@@ -124,15 +124,19 @@ class FusedAdam(MultiTensorOptimizer):
         CPU otherwise; a counter loaded from elsewhere is moved once.
         """
         state = self.state[param]
-        step_device = param.device if group["capturable"] else torch.device("cpu")
         if not state:
+            step_device = param.device if group["capturable"] else None
             state["step"] = torch.zeros((), dtype=torch.float32, device=step_device)
             state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
             state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
         if group["amsgrad"] and "max_exp_avg_sq" not in state:
             state["max_exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-        if not torch.is_tensor(state["step"]) or state["step"].device != step_device:
-            state["step"] = torch.as_tensor(state["step"], dtype=torch.float32).to(step_device)
+        step = state["step"]
+        on_device = group["capturable"] and param.device.type != "cpu"
+        if not isinstance(step, Tensor) or (step.device != param.device if on_device
+                                            else not step.is_cpu):
+            step_device = param.device if on_device else torch.device("cpu")
+            state["step"] = torch.as_tensor(step, dtype=torch.float32).to(step_device)
         maximum = state["max_exp_avg_sq"] if group["amsgrad"] else None
         return [state["exp_avg"], state["exp_avg_sq"], maximum, state["step"]]
 

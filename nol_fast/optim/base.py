@@ -8,12 +8,15 @@ and hyper-parameters they call it with (:meth:`MultiTensorOptimizer._group_step`
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
+
+_IS_SPARSE = operator.attrgetter("is_sparse")
 
 
 class MultiTensorOptimizer(Optimizer):
@@ -56,19 +59,19 @@ class MultiTensorOptimizer(Optimizer):
             found_inf = getattr(self, "found_inf", None)
 
         for group in self.param_groups:
-            # params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps
-            lists: tuple[list[Tensor], ...] = ([], [], [], [], [], [])
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                if param.grad.is_sparse:
-                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-                state = self._state_of(param, group)
-                for target, tensor in zip(lists, (param, param.grad, *state), strict=True):
-                    if tensor is not None:
-                        target.append(tensor)
-            if lists[0]:
-                self._group_step(group, lists, grad_scale, found_inf)
+            # Comprehensions over whole lists: this loop runs every step, for every parameter.
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            if any(map(_IS_SPARSE, grads)):
+                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+            states = [self._state_of(p, group) for p in params]
+            columns = zip(*states, strict=True)
+            exp_avgs, exp_avg_sqs, maxima, steps = (list(column) for column in columns)
+            max_exp_avg_sqs = [] if maxima[0] is None else maxima
+            lists = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps)
+            self._group_step(group, lists, grad_scale, found_inf)
         return loss
 
     def _state_of(self, param: Tensor, group: dict[str, Any]) -> list[Tensor | None]:

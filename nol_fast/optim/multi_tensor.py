@@ -13,13 +13,21 @@ Backends
     ``torch.optim`` and the ``adabound`` package; any device. It reads each step counter (and a
     tensor ``lr``) as a Python number, which synchronises with the host for CUDA tensors, and
     keeps a copy of the updated tensors while ``found_inf`` is given.
+``'cpu'``
+    The C++ kernel of ``nol_fast._C`` (``csrc/multi_tensor_optim.cpp``): one pass per element
+    over OpenMP threads, for dense float32/float64 CPU tensors; the tensors of a group it
+    cannot take (other dtypes, non-contiguous layouts) go through the reference path.
 ``'triton'``
-    Fused kernels of :mod:`nol_fast.ops.triton.optim` for CUDA tensors, used when that module
-    can be imported (it needs the ``triton`` package). CPU tensors never use it.
+    One launch of the Triton kernel of :mod:`nol_fast.ops.triton.optim` for CUDA tensors, used
+    when that module can be imported (it needs the ``triton`` package).
+``'cuda'``
+    The CUDA kernel of ``nol_fast._C`` (``kernels/multi_tensor_optim.cu``), one launch on the
+    same tables as the Triton kernel; present when the extension was built with CUDA.
 
 Selection order: the ``backend`` argument, then the ``NOL_FAST_BACKEND`` environment variable
-when it names a backend of this op that can run on the tensors' device, then automatic
-(``'triton'`` for CUDA tensors when importable, ``'reference'`` otherwise).
+when it names a backend of this op that can run on the tensors' device, then automatic:
+``'cpu'`` for CPU tensors, ``'triton'`` and then ``'cuda'`` for CUDA tensors, each when
+available, and ``'reference'`` otherwise.
 
 Mixed precision
 ---------------
@@ -41,8 +49,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-BACKENDS = ("reference", "triton")
+from nol_fast.ops import extension
+from nol_fast.ops.optim_step import cpu as cpu_step
+
+BACKENDS = ("reference", "cpu", "triton", "cuda")
 ENV_VAR = "NOL_FAST_BACKEND"
+# Automatic choice per device type, best first.
+_PREFERENCE = {"cpu": ("cpu", "reference"), "cuda": ("triton", "cuda", "reference")}
 
 
 @functools.cache
@@ -56,11 +69,14 @@ def _triton_module() -> ModuleType | None:
 
 def backend_status(backend: str, device: torch.device) -> str | None:
     """``None`` if ``backend`` runs on tensors of ``device``, else the reason it does not."""
-    if backend == "triton":
-        if device.type != "cuda":
-            return "runs on CUDA tensors only"
-        if _triton_module() is None:
-            return "nol_fast.ops.triton.optim cannot be imported (is triton installed?)"
+    if backend == "reference":
+        return None
+    if device.type != ("cpu" if backend == "cpu" else "cuda"):
+        return f"runs on {'CPU' if backend == 'cpu' else 'CUDA'} tensors only"
+    if backend == "triton" and _triton_module() is None:
+        return "nol_fast.ops.triton.optim cannot be imported (is triton installed?)"
+    if backend in ("cpu", "cuda"):
+        return extension.missing(cuda=backend == "cuda")
     return None
 
 
@@ -111,19 +127,26 @@ def resolve_backend(backend: str | None, device: torch.device) -> str:
     preferred = os.environ.get(ENV_VAR)
     if preferred in BACKENDS and backend_status(preferred, device) is None:
         return preferred
-    return "triton" if backend_status("triton", device) is None else "reference"
+    for candidate in _PREFERENCE.get(device.type, ()):
+        if backend_status(candidate, device) is None:
+            return candidate
+    return "reference"
 
 
-def _backend_function(name: str, backend: str | None, params: Sequence[Tensor]) -> Callable | None:
-    """The triton function ``name`` if the triton backend is chosen, else ``None``."""
-    if resolve_backend(backend, params[0].device) == "triton":
-        return getattr(_triton_module(), name)
-    return None
+def _real_views(lists: Sequence[Sequence[Tensor]]) -> tuple[list[Tensor], ...]:
+    """The lists with complex tensors as their real views (pairs of reals).
 
-
-def _real(tensors: Sequence[Tensor]) -> list[Tensor]:
-    """Complex tensors as their real views (pairs of reals), real tensors as they are."""
-    return [torch.view_as_real(t) if torch.is_complex(t) else t for t in tensors]
+    Which tensors are complex is read off the params: a gradient has its param's dtype, and
+    so has the optimizer state created for it.
+    """
+    complex_mask = list(map(torch.is_complex, lists[0]))
+    if not any(complex_mask):
+        return tuple(list(seq) for seq in lists)
+    return tuple(
+        [torch.view_as_real(t) if c else t for t, c in zip(seq, complex_mask, strict=True)]
+        if seq else []
+        for seq in lists
+    )
 
 
 def _unscaled(grads: Sequence[Tensor], grad_scale: Tensor | None) -> list[Tensor]:
@@ -133,63 +156,61 @@ def _unscaled(grads: Sequence[Tensor], grad_scale: Tensor | None) -> list[Tensor
     return [g / grad_scale.to(g.device) for g in grads]
 
 
-def _prepare(
-    params: Sequence[Tensor],
-    grads: Sequence[Tensor],
-    exp_avgs: Sequence[Tensor],
-    exp_avg_sqs: Sequence[Tensor],
-    max_exp_avg_sqs: Sequence[Tensor],
-    state_steps: Sequence[Tensor],
-) -> tuple[list[Tensor], ...]:
-    """Count the step (every backend reads incremented counters) and take real views."""
-    torch._foreach_add_(list(state_steps), 1)
-    return tuple(map(_real, (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs)))
+def _count(state_steps: Sequence[Tensor], found_inf: Tensor | None, by: int) -> None:
+    """Advance the counters by ``by``, or take back (``by=-1``) a step skipped for ``found_inf``."""
+    if by > 0:
+        torch._foreach_add_(list(state_steps), by)
+    elif found_inf is not None:
+        for step in state_steps:
+            step.sub_(found_inf.to(step.device, step.dtype))
 
 
-def _ran_on_kernel(
+def _device_kernel(name: str, backend: str) -> Callable:
+    """The one-launch kernel ``name`` (``'adam'`` or ``'adabound'``) of a device backend."""
+    if backend == "triton":
+        return getattr(_triton_module(), f"{name}_step_triton")
+    from nol_fast.ops.optim_step import cuda
+
+    return getattr(cuda, f"{name}_step_cuda")
+
+
+def _dispatch(
     name: str,
     backend: str | None,
     lists: tuple[list[Tensor], ...],
     state_steps: Sequence[Tensor],
     hyper: dict[str, Any],
-) -> bool:
-    """Run the Triton kernel ``name`` when that backend is chosen; ``False`` otherwise.
-
-    The kernel skips a ``found_inf`` step on the device itself; only the counters, which
-    :func:`_prepare` advanced, are stepped back.
-    """
-    kernel = _backend_function(name, backend, lists[0])
-    if kernel is None:
-        return False
-    kernel(*lists, state_steps, **hyper)
-    _finish_skippable(hyper["found_inf"], [], state_steps)
-    return True
-
-
-def _finish_skippable(
-    found_inf: Tensor | None,
-    saved: list[tuple[Tensor, Tensor]],
-    state_steps: Sequence[Tensor],
+    reference: Callable[..., None],
 ) -> None:
-    """Undo the update where ``found_inf`` is nonzero: restore tensors, step back the counters.
+    """Update all tensors of ``lists`` (real views) with the chosen backend of op ``name``.
 
-    ``saved`` pairs each updated tensor with its value before the step (empty for backends
-    that skip on the device themselves). Without ``found_inf`` there is nothing to undo.
+    Every backend advances the step counters before the update reads them, and leaves
+    tensors and counters as they were where ``found_inf`` is nonzero: the kernels skip such a
+    step on their own (the counters advanced here are taken back), while tensors left to the
+    reference path are restored from copies.
     """
-    if found_inf is None:
+    found_inf = hyper["found_inf"]
+    chosen = resolve_backend(backend, lists[0][0].device)
+    rest: Sequence[int] = range(len(state_steps))
+    if chosen in ("triton", "cuda"):
+        _count(state_steps, found_inf, 1)
+        _device_kernel(name, chosen)(*lists, state_steps, **hyper)
+        _count(state_steps, found_inf, -1)
         return
+    if chosen == "cpu":
+        rest = cpu_step.multi_tensor_step(lists if lists[4] else lists[:4], state_steps,
+                                          adabound=name == "adabound", hyper=hyper)
+    if not rest:
+        return
+    sub = tuple([seq[i] for i in rest] if seq else [] for seq in lists)
+    steps = [state_steps[i] for i in rest]
+    saved = [] if found_inf is None else [(t, t.clone()) for seq in sub[:1] + sub[2:]
+                                          for t in seq]
+    _count(steps, found_inf, 1)
+    reference(*sub, steps, **{k: v for k, v in hyper.items() if k != "found_inf"})
     for tensor, before in saved:
-        skip = found_inf.to(tensor.device) != 0
-        tensor.copy_(torch.where(skip, before, tensor))
-    for step in state_steps:
-        step.sub_(found_inf.to(step.device, step.dtype))
-
-
-def _snapshot(found_inf: Tensor | None, *groups: Sequence[Tensor]) -> list[tuple[Tensor, Tensor]]:
-    """Pairs ``(tensor, copy)`` of every tensor in ``groups`` when the step may be skipped."""
-    if found_inf is None:
-        return []
-    return [(t, t.clone()) for group in groups for t in group]
+        tensor.copy_(torch.where(found_inf.to(tensor.device) != 0, before, tensor))
+    _count(steps, found_inf, -1)
 
 
 def adam_step(
@@ -251,37 +272,8 @@ def adam_step(
         lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, decoupled=decoupled,
         amsgrad=amsgrad, maximize=maximize, grad_scale=grad_scale, found_inf=found_inf,
     )  # fmt: skip
-    lists = _prepare(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps)
-    if _ran_on_kernel("adam_step_triton", backend, lists, state_steps, hyper):
-        return
-    params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs = lists
-
-    saved = _snapshot(found_inf, params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs)
-    grads = _unscaled(grads, grad_scale)
-    if maximize:
-        grads = torch._foreach_neg(grads)
-    lr = float(lr)
-    if weight_decay != 0:
-        if decoupled:
-            torch._foreach_mul_(params, 1 - lr * weight_decay)
-        else:
-            grads = torch._foreach_add(grads, params, alpha=weight_decay)
-    torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
-    torch._foreach_mul_(exp_avg_sqs, beta2)
-    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
-    if amsgrad:
-        torch._foreach_maximum_(max_exp_avg_sqs, exp_avg_sqs)
-    second_moments = max_exp_avg_sqs if amsgrad else exp_avg_sqs
-    # Bias corrections differ per tensor (a parameter may have skipped steps without a grad).
-    for param, exp_avg, second, step in zip(
-        params, exp_avgs, second_moments, state_steps, strict=True
-    ):
-        t = step.item()
-        bias_correction1 = 1 - beta1**t
-        bias_correction2_sqrt = (1 - beta2**t) ** 0.5
-        denom = (second.sqrt() / bias_correction2_sqrt).add_(eps)
-        param.addcdiv_(exp_avg, denom, value=-(lr / bias_correction1))
-    _finish_skippable(found_inf, saved, state_steps)
+    lists = _real_views((params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs))
+    _dispatch("adam", backend, lists, state_steps, hyper, _adam_reference)
 
 
 def adabound_step(
@@ -329,24 +321,79 @@ def adabound_step(
         eps=eps, weight_decay=weight_decay, decoupled=decoupled, amsbound=amsbound,
         grad_scale=grad_scale, found_inf=found_inf,
     )  # fmt: skip
-    lists = _prepare(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps)
-    if _ran_on_kernel("adabound_step_triton", backend, lists, state_steps, hyper):
-        return
-    params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs = lists
+    lists = _real_views((params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs))
+    _dispatch("adabound", backend, lists, state_steps, hyper, _adabound_reference)
 
+
+def _adam_reference(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    max_exp_avg_sqs: list[Tensor],
+    state_steps: Sequence[Tensor],
+    *,
+    lr: float | Tensor,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    decoupled: bool,
+    amsgrad: bool,
+    maximize: bool,
+    grad_scale: Tensor | None,
+) -> None:
+    """The reference backend of :func:`adam_step` on real views, counters already advanced."""
+    grads = _unscaled(grads, grad_scale)
+    if maximize:
+        grads = torch._foreach_neg(grads)
+    lr = float(lr)
+    if weight_decay != 0:
+        if decoupled:
+            torch._foreach_mul_(params, 1 - lr * weight_decay)
+        else:
+            grads = torch._foreach_add(grads, params, alpha=weight_decay)
+    torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+    torch._foreach_mul_(exp_avg_sqs, beta2)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
+    if amsgrad:
+        torch._foreach_maximum_(max_exp_avg_sqs, exp_avg_sqs)
+    second_moments = max_exp_avg_sqs if amsgrad else exp_avg_sqs
+    # Bias corrections differ per tensor (a parameter may have skipped steps without a grad).
+    for param, exp_avg, second, step in zip(
+        params, exp_avgs, second_moments, state_steps, strict=True
+    ):
+        t = step.item()
+        bias_correction1 = 1 - beta1**t
+        bias_correction2_sqrt = (1 - beta2**t) ** 0.5
+        denom = (second.sqrt() / bias_correction2_sqrt).add_(eps)
+        param.addcdiv_(exp_avg, denom, value=-(lr / bias_correction1))
+
+
+def _adabound_reference(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    max_exp_avg_sqs: list[Tensor],
+    state_steps: Sequence[Tensor],
+    *,
+    lr: float,
+    amsbound: bool,
+    grad_scale: Tensor | None,
+    **hyper: Any,
+) -> None:
+    """The reference backend of :func:`adabound_step`: the update tensor by tensor."""
     # Imported here: nol_fast.optim.adabound imports this module for AdaBound.step.
     from nol_fast.optim.adabound import adabound_update_
 
-    saved = _snapshot(found_inf, params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs)
+    decoupled = hyper.pop("decoupled")
     grads = _unscaled(grads, grad_scale)
     maxima = max_exp_avg_sqs if amsbound else [None] * len(params)
     for param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step in zip(
         params, grads, exp_avgs, exp_avg_sqs, maxima, state_steps, strict=True
     ):
         adabound_update_(
-            param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq,
-            step=int(step.item()), lr=float(lr), base_lr=base_lr, beta1=beta1, beta2=beta2,
-            final_lr=final_lr, gamma=gamma, eps=eps, weight_decay=weight_decay,
-            decoupled_weight_decay=decoupled,
+            param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step=int(step.item()),
+            lr=float(lr), decoupled_weight_decay=decoupled, **hyper,
         )  # fmt: skip
-    _finish_skippable(found_inf, saved, state_steps)

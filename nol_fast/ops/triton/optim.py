@@ -4,16 +4,9 @@ An optimizer step is memory-bound elementwise work over many tensors of very dif
 (large weights next to bias vectors of a few elements). One kernel launch per tensor pays the
 launch latency once per parameter; here one launch updates the whole list.
 
-Tables
-------
-The host packs, per tensor, the addresses of ``param, grad, exp_avg, exp_avg_sq`` and
-``max_exp_avg_sq`` (0 when unused) and the element count into an int64 table, and splits every
-tensor into ``_BLOCK``-sized chunks listed in a chunk table of ``(tensor id, chunk start)``
-pairs; that table is packed after the first one, and the pair goes to the device in one copy,
-cached by addresses and sizes (the optimizer state does not move between steps). Program ``i``
-updates chunk ``i``: it reads its row of the tables and casts the addresses back to typed
-pointers (``int64 -> tl.pointer_type``). The per-tensor step counts enter through a small
-float32 table of host-folded coefficients (bias corrections, AdaBound's bounds).
+The host packs the tensors into the address, chunk and coefficient tables of
+:mod:`nol_fast.ops.optim_step.tables`; program ``i`` updates chunk ``i``: it reads its row of
+the tables and casts the addresses back to typed pointers (``int64 -> tl.pointer_type``).
 
 Chunks that lie wholly inside their tensor take an unmasked path; when all addresses are
 16-byte aligned the kernel is told so, and the compiler then uses 16-byte vector accesses.
@@ -24,8 +17,6 @@ a step skipped for an overflow costs no host synchronisation.
 
 from __future__ import annotations
 
-import functools
-import math
 from collections.abc import Sequence
 
 import torch
@@ -33,11 +24,18 @@ import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
+from nol_fast.ops.optim_step.tables import (
+    BLOCK,
+    adabound_coefficients,
+    adam_coefficients,
+    check_groups,
+    step_counts,
+    tables,
+)
+
 # Memory-bound: 4096 elements over 8 warps is 16 per thread, four 16-byte accesses per fp32
 # stream, which keeps enough bytes in flight; big chunks also keep the chunk table short.
-_BLOCK = 4096
 _NUM_WARPS = 8
-_PARAM_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _TL_DTYPES = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
 
 
@@ -58,7 +56,7 @@ def _to_param_dtype(x, dtype: tl.constexpr):
 @triton.jit
 def _update_chunk(
     p_ptr, g_ptr, m_ptr, v_ptr, vmax_ptr, offs, mask, coef_ptr,
-    one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, decay_factor,
+    one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay,
     grad_scale_ptr, P_DTYPE: tl.constexpr, ADABOUND: tl.constexpr, AMSGRAD: tl.constexpr,
     MAXIMIZE: tl.constexpr, DECOUPLED: tl.constexpr, HAS_GRAD_SCALE: tl.constexpr,
 ):
@@ -73,7 +71,7 @@ def _update_chunk(
     if MAXIMIZE:
         g = -g
     if DECOUPLED:
-        p = p * decay_factor
+        p = p * tl.load(coef_ptr + 3)
     else:
         g = g + weight_decay * p
     step_size = tl.load(coef_ptr)
@@ -104,14 +102,14 @@ def _update_chunk(
 @triton.jit
 def _multi_tensor_step_kernel(
     meta_ptr, chunk_ptr, coef_ptr, grad_scale_ptr, found_inf_ptr,
-    one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, decay_factor,
+    one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay,
     P_DTYPE: tl.constexpr, G_DTYPE: tl.constexpr, ADABOUND: tl.constexpr,
     AMSGRAD: tl.constexpr, MAXIMIZE: tl.constexpr, DECOUPLED: tl.constexpr,
     HAS_GRAD_SCALE: tl.constexpr, HAS_FOUND_INF: tl.constexpr, ALIGN: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     """Update chunk ``program_id`` of one tensor (see the module docstring for the tables)."""
-    # meta: (n_tensors, 6) int64; chunks: (n_chunks, 2) int64; coefs: (n_tensors, 3) float32
+    # meta: (n_tensors, 6) int64; chunks: (n_chunks, 2) int64; coefs: (n_tensors, 4) float32
     chunk = tl.program_id(0)
     tid = tl.load(chunk_ptr + 2 * chunk)
     start = tl.multiple_of(tl.load(chunk_ptr + 2 * chunk + 1), BLOCK)
@@ -131,105 +129,44 @@ def _multi_tensor_step_kernel(
             vmax_ptr = tl.multiple_of(tl.load(row + 4).to(tl.pointer_type(tl.float32)), ALIGN)
         offs = start + tl.arange(0, BLOCK)
         if start + BLOCK <= numel:
-            _update_chunk(p_ptr, g_ptr, m_ptr, v_ptr, vmax_ptr, offs, None, coef_ptr + 3 * tid,
+            _update_chunk(p_ptr, g_ptr, m_ptr, v_ptr, vmax_ptr, offs, None, coef_ptr + 4 * tid,
                           one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay,
-                          decay_factor, grad_scale_ptr, P_DTYPE, ADABOUND, AMSGRAD, MAXIMIZE,
+                          grad_scale_ptr, P_DTYPE, ADABOUND, AMSGRAD, MAXIMIZE,
                           DECOUPLED, HAS_GRAD_SCALE)
         else:
             _update_chunk(p_ptr, g_ptr, m_ptr, v_ptr, vmax_ptr, offs, offs < numel,
-                          coef_ptr + 3 * tid, one_minus_beta1, beta2, one_minus_beta2, eps,
-                          weight_decay, decay_factor, grad_scale_ptr, P_DTYPE, ADABOUND,
+                          coef_ptr + 4 * tid, one_minus_beta1, beta2, one_minus_beta2, eps,
+                          weight_decay, grad_scale_ptr, P_DTYPE, ADABOUND,
                           AMSGRAD, MAXIMIZE, DECOUPLED, HAS_GRAD_SCALE)
 
 
 _INTERPRETED = isinstance(_multi_tensor_step_kernel, InterpretedFunction)
 
 
-@functools.lru_cache(maxsize=32)
-def _tables(
-    addresses: tuple[tuple[int, ...], ...], numels: tuple[int, ...], device: torch.device,
-) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Tensor and chunk tables on ``device``, and the number of chunks (see module docstring)."""
-    meta = torch.tensor([(*a, n) for a, n in zip(addresses, numels, strict=True)],
-                        dtype=torch.int64).reshape(-1)
-    chunks = torch.tensor([(t, s) for t, n in enumerate(numels) for s in range(0, n, _BLOCK)],
-                          dtype=torch.int64).reshape(-1)
-    packed = torch.cat([meta, chunks]).to(device)
-    return packed[:meta.numel()], packed[meta.numel():], chunks.numel() // 2
-
-
-def _check(
-    params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor],
-    exp_avgs: Sequence[torch.Tensor], exp_avg_sqs: Sequence[torch.Tensor],
-    max_exp_avg_sqs: Sequence[torch.Tensor] | None, state_steps: Sequence[object],
-    use_max: bool, **scalars: torch.Tensor | None,
-) -> list[list[torch.Tensor]]:
-    """Validate the lists; return the per-tensor groups ``[p, g, m, v(, vmax)]``."""
-    lists = {"grads": grads, "exp_avgs": exp_avgs, "exp_avg_sqs": exp_avg_sqs,
-             "state_steps": state_steps}
-    if use_max:
-        lists["max_exp_avg_sqs"] = max_exp_avg_sqs if max_exp_avg_sqs is not None else []
-    for name, seq in lists.items():
-        if len(seq) != len(params):
-            raise ValueError(f"{name} has {len(seq)} entries, params has {len(params)}")
-    groups = [list(t) for t in zip(params, grads, exp_avgs, exp_avg_sqs, strict=False)]
-    if use_max:
-        for group, vmax in zip(groups, lists["max_exp_avg_sqs"], strict=True):
-            group.append(vmax)
-    names = ("param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
-    device = params[0].device
+def _check_device(device: torch.device) -> None:
     if device.type != "cuda" and not _INTERPRETED:
         raise ValueError(f"the Triton optimizer kernels need CUDA tensors, got device {device} "
                          "(CPU tensors work only with TRITON_INTERPRET=1 set before import)")
-    for i, group in enumerate(groups):
-        for name, t in zip(names, group, strict=False):
-            if not isinstance(t, torch.Tensor) or t.is_sparse or not t.is_contiguous():
-                raise TypeError(f"{name} {i} must be a dense contiguous tensor")
-            if t.device != device:
-                raise ValueError(f"{name} {i} is on {t.device}, params[0] on {device}")
-            if t.shape != group[0].shape:
-                raise ValueError(f"{name} {i} has shape {tuple(t.shape)}, its param "
-                                 f"{tuple(group[0].shape)}")
-            want = (params[0].dtype if name == "param" else grads[0].dtype if name == "grad"
-                    else torch.float32)
-            if t.dtype != want or t.dtype not in _PARAM_DTYPES:
-                raise TypeError(f"{name} {i} is {t.dtype}; params (float32, bfloat16 or "
-                                "float16) and grads must each share one dtype, moments float32")
-    for name, t in scalars.items():
-        if t is not None and (t.numel() != 1 or t.device != device):
-            raise ValueError(f"{name} must be a 1-element tensor on {device}")
-    return groups
-
-
-def _steps(state_steps: Sequence[object], device: torch.device) -> torch.Tensor:
-    """The step counts as a float64 tensor on ``device`` (no host sync for device tensors)."""
-    if all(isinstance(s, torch.Tensor) for s in state_steps):
-        return torch.stack([s.reshape(()).to(device, torch.float64) for s in state_steps])
-    return torch.tensor([float(s) for s in state_steps], dtype=torch.float64, device=device)
 
 
 def _launch(
     groups: list[list[torch.Tensor]], coefs: torch.Tensor, grad_scale: torch.Tensor | None,
     found_inf: torch.Tensor | None, *, beta1: float, beta2: float, eps: float,
-    weight_decay: float, decay_factor: float, adabound: bool, amsgrad: bool, maximize: bool,
+    weight_decay: float, adabound: bool, amsgrad: bool, maximize: bool,
     decoupled: bool,
 ) -> None:
     """Build (or reuse) the tables and run the multi-tensor kernel once over all chunks."""
-    addresses = tuple(tuple(t.data_ptr() for t in g) + (0,) * (5 - len(g)) for g in groups)
-    device = groups[0][0].device
-    meta, chunks, n_chunks = _tables(addresses, tuple(g[0].numel() for g in groups), device)
+    meta, chunks, n_chunks, aligned = tables(groups)
     if n_chunks == 0:
         return
-    aligned = all(a % 16 == 0 for row in addresses for a in row)
-    coefs = coefs.to(torch.float32).contiguous()
     _multi_tensor_step_kernel[(n_chunks,)](
         meta, chunks, coefs, coefs if grad_scale is None else grad_scale,
         coefs if found_inf is None else found_inf,
-        1.0 - beta1, beta2, 1.0 - beta2, eps, weight_decay, decay_factor,
+        1.0 - beta1, beta2, 1.0 - beta2, eps, weight_decay,
         P_DTYPE=_TL_DTYPES[groups[0][0].dtype], G_DTYPE=_TL_DTYPES[groups[0][1].dtype],
         ADABOUND=adabound, AMSGRAD=amsgrad, MAXIMIZE=maximize, DECOUPLED=decoupled,
         HAS_GRAD_SCALE=grad_scale is not None, HAS_FOUND_INF=found_inf is not None,
-        ALIGN=16 if aligned else 1, BLOCK=_BLOCK, num_warps=_NUM_WARPS,
+        ALIGN=16 if aligned else 1, BLOCK=BLOCK, num_warps=_NUM_WARPS,
     )
 
 
@@ -265,14 +202,13 @@ def adam_step_triton(
     """
     if not params:
         return
-    groups = _check(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, amsgrad,
-                    grad_scale=grad_scale, found_inf=found_inf)
-    steps = _steps(state_steps, params[0].device)
-    # torch.optim.Adam: step_size = lr / (1 - beta1**t), denominator scale sqrt(1 - beta2**t)
-    coefs = torch.stack([lr / (1.0 - beta1 ** steps), (1.0 - beta2 ** steps).sqrt(),
-                         torch.zeros_like(steps)], dim=1)
+    _check_device(params[0].device)
+    groups = check_groups(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps,
+                          amsgrad, grad_scale=grad_scale, found_inf=found_inf)
+    coefs = adam_coefficients(step_counts(state_steps, params[0].device), lr=lr, beta1=beta1,
+                              beta2=beta2, weight_decay=weight_decay)
     _launch(groups, coefs, grad_scale, found_inf, beta1=beta1, beta2=beta2, eps=eps,
-            weight_decay=weight_decay, decay_factor=1.0 - lr * weight_decay, adabound=False,
+            weight_decay=weight_decay, adabound=False,
             amsgrad=amsgrad, maximize=maximize, decoupled=decoupled)
 
 
@@ -303,20 +239,16 @@ def adabound_step_triton(
     grad_scale, found_inf : Tensor, optional
         As in :func:`adam_step_triton`.
     """
-    if base_lr <= 0:
-        raise ValueError(f"base_lr must be positive, got {base_lr}")
     if not params:
         return
-    groups = _check(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps,
-                    amsbound, grad_scale=grad_scale, found_inf=found_inf)
-    steps = _steps(state_steps, params[0].device)
-    bound = final_lr * lr / base_lr
-    # gamma * t == 0 leaves the step unbounded above (also for lr == 0: no 0 * inf)
-    upper = torch.where(gamma * steps > 0, bound * (1.0 + 1.0 / (gamma * steps)), math.inf)
-    coefs = torch.stack([lr * (1.0 - beta2 ** steps).sqrt() / (1.0 - beta1 ** steps),
-                         bound * (1.0 - 1.0 / (gamma * steps + 1.0)), upper], dim=1)
+    _check_device(params[0].device)
+    groups = check_groups(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps,
+                          amsbound, grad_scale=grad_scale, found_inf=found_inf)
+    coefs = adabound_coefficients(step_counts(state_steps, params[0].device), lr=lr,
+                                  base_lr=base_lr, beta1=beta1, beta2=beta2, final_lr=final_lr,
+                                  gamma=gamma, weight_decay=weight_decay)
     _launch(groups, coefs, grad_scale, found_inf, beta1=beta1, beta2=beta2, eps=eps,
-            weight_decay=weight_decay, decay_factor=1.0 - lr * weight_decay, adabound=True,
+            weight_decay=weight_decay, adabound=True,
             amsgrad=amsbound, maximize=False, decoupled=decoupled)
 
 

@@ -1,0 +1,100 @@
+// The Python module nol_fast._C: bindings of the compiled kernels.
+//
+// Tensors cross this boundary as addresses (int64) and element counts, packed by the Python
+// wrappers in nol_fast/ops, which check devices, dtypes and layouts first. The module therefore
+// includes no torch headers and works with any torch version. The GIL is released while a
+// kernel runs.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "multi_tensor_optim.h"
+
+#ifdef NOL_FAST_WITH_CUDA
+#include <cuda_runtime_api.h>
+
+extern "C" int nol_fast_multi_tensor_step_cuda(
+    const int64_t* meta, const int64_t* chunks, int64_t n_chunks, int64_t block,
+    const float* coefs, const float* grad_scale, const float* found_inf, float one_minus_beta1,
+    float beta2, float one_minus_beta2, float eps, float weight_decay, int param_dtype,
+    int grad_dtype, int flags, void* stream);
+#endif
+
+namespace py = pybind11;
+
+namespace {
+
+template <typename T>
+T* pointer(int64_t address) {
+  return reinterpret_cast<T*>(static_cast<intptr_t>(address));
+}
+
+void multi_tensor_step_cpu(const std::vector<int64_t>& table, int dtype, double lr,
+                           double beta1, double beta2, double eps, double weight_decay,
+                           bool decoupled, bool amsgrad, bool maximize, bool adabound,
+                           double base_lr, double final_lr, double gamma, int64_t grad_scale,
+                           int64_t found_inf, int num_threads) {
+  if (table.size() % nol_fast::kTableColumns != 0) {
+    throw std::invalid_argument("multi_tensor_step_cpu: the table must have rows of " +
+                                std::to_string(nol_fast::kTableColumns) + " entries");
+  }
+  if (dtype != 0 && dtype != 1) {
+    throw std::invalid_argument("multi_tensor_step_cpu: dtype must be 0 (float32) or 1 (float64)");
+  }
+  const nol_fast::StepHyper hyper{lr,        beta1,    beta2,    eps,     weight_decay,
+                                  decoupled, amsgrad,  maximize, adabound, base_lr,
+                                  final_lr,  gamma};
+  py::gil_scoped_release release;
+  nol_fast::multi_tensor_step_cpu(table, static_cast<nol_fast::ScalarType>(dtype), hyper,
+                                  pointer<const float>(grad_scale),
+                                  pointer<const float>(found_inf), num_threads);
+}
+
+#ifdef NOL_FAST_WITH_CUDA
+void multi_tensor_step_cuda(int64_t meta, int64_t chunks, int64_t n_chunks, int64_t block,
+                            int64_t coefs, int64_t grad_scale, int64_t found_inf,
+                            float one_minus_beta1, float beta2, float one_minus_beta2, float eps,
+                            float weight_decay, int param_dtype, int grad_dtype, int flags,
+                            int64_t stream) {
+  const int status = nol_fast_multi_tensor_step_cuda(
+      pointer<const int64_t>(meta), pointer<const int64_t>(chunks), n_chunks, block,
+      pointer<const float>(coefs), pointer<const float>(grad_scale),
+      pointer<const float>(found_inf), one_minus_beta1, beta2, one_minus_beta2, eps,
+      weight_decay, param_dtype, grad_dtype, flags, pointer<void>(stream));
+  if (status != 0) {
+    throw std::runtime_error(std::string("multi_tensor_step_cuda: ") +
+                             cudaGetErrorString(static_cast<cudaError_t>(status)));
+  }
+}
+#endif
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "Compiled kernels of nol_fast (CPU, and CUDA when built with it).";
+  m.attr("table_columns") = nol_fast::kTableColumns;
+  m.def("multi_tensor_step_cpu", &multi_tensor_step_cpu,
+        "One Adam/AdamW/AdaBound step over the tensors of a table (see "
+        "nol_fast.ops.cpu.optim).",
+        py::arg("table"), py::arg("dtype"), py::arg("lr"), py::arg("beta1"), py::arg("beta2"),
+        py::arg("eps"), py::arg("weight_decay"), py::arg("decoupled"), py::arg("amsgrad"),
+        py::arg("maximize"), py::arg("adabound"), py::arg("base_lr"), py::arg("final_lr"),
+        py::arg("gamma"), py::arg("grad_scale"), py::arg("found_inf"), py::arg("num_threads"));
+#ifdef NOL_FAST_WITH_CUDA
+  m.attr("has_cuda") = true;
+  m.def("multi_tensor_step_cuda", &multi_tensor_step_cuda,
+        "One Adam/AdamW/AdaBound step over the tables of nol_fast.ops.triton.optim, on a "
+        "stream.",
+        py::arg("meta"), py::arg("chunks"), py::arg("n_chunks"), py::arg("block"),
+        py::arg("coefs"), py::arg("grad_scale"), py::arg("found_inf"),
+        py::arg("one_minus_beta1"), py::arg("beta2"), py::arg("one_minus_beta2"), py::arg("eps"),
+        py::arg("weight_decay"), py::arg("param_dtype"), py::arg("grad_dtype"), py::arg("flags"),
+        py::arg("stream"));
+#else
+  m.attr("has_cuda") = false;
+#endif
+}
