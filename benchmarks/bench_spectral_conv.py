@@ -1,7 +1,7 @@
 """Spectral convolution: every backend on this device against neuraloperator's SpectralConv.
 
 Shapes, inputs and layers are those of ``nol-fast benchmark spectral``
-(:mod:`nol_fast.cli.benchmark`). Each group (shape x forward / forward+backward) holds all
+(:mod:`nol_fast.bench.spectral`). Each group (shape x forward / forward+backward) holds all
 implementations, so pytest-benchmark's relative columns are the speed-ups::
 
     pytest benchmarks/bench_spectral_conv.py --benchmark-group-by=group \\
@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nol_fast.cli.benchmark import (
+from nol_fast.bench.spectral import (
     NEURALOP,
     SHAPES,
     candidates,
@@ -21,6 +21,7 @@ from nol_fast.cli.benchmark import (
     sample_input,
     train_step,
 )
+from nol_fast.bench.timing import synchronized
 from nol_fast.ops.spectral_conv.op import BACKENDS
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -35,12 +36,6 @@ def test_spectral_conv(benchmark, shape, implementation, step):
     if implementation not in layers:
         pytest.skip(f"{implementation} is not available on {DEVICE.type}")
     run = STEPS[step](layers[implementation], sample_input(shape, DEVICE))
-    if DEVICE.type == "cuda":
-        def timed() -> None:
-            run()
-            torch.cuda.synchronize(DEVICE)
-    else:
-        timed = run
     benchmark.group = f"{shape} {step}"
     benchmark.extra_info.update(shape=shape, device=DEVICE.type, threads=torch.get_num_threads())
-    benchmark.pedantic(timed, rounds=20, warmup_rounds=3)
+    benchmark.pedantic(synchronized(run, DEVICE), rounds=20, warmup_rounds=3)

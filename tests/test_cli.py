@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import yaml
 from nol_fast.cli.defaults import default_config
 from nol_fast.cli.main import main
 from nol_fast.config import Config
+from nol_fast.models import FNO
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -126,3 +128,74 @@ def test_runs_are_reproducible_from_the_seed(tiny_config, tmp_path):
         state = torch.load(tmp_path / name / "checkpoints/last.pt", weights_only=True)
         histories.append({k: v for k, v in state["history"].items() if k != "epoch_time"})
     assert histories[0] == histories[1]
+
+
+OPTIMIZER_ROWS = [
+    "nol_fast FusedAdamW", "nol_fast FusedAdamW reference", "torch AdamW foreach=False",
+    "torch AdamW foreach=True", "torch AdamW fused=True", "nol_fast AdaBound",
+    "nol_fast AdaBound reference", "adabound AdaBound",
+]
+# ratio column: {row: anchor row}; every other cell of the column is "-"
+OPTIMIZER_RATIOS = {
+    "vs torch fused": {row: "torch AdamW fused=True" for row in OPTIMIZER_ROWS[:4]},
+    "vs adabound": {row: "adabound AdaBound" for row in OPTIMIZER_ROWS[5:7]},
+    "vs reference": {"nol_fast FusedAdamW": "nol_fast FusedAdamW reference",
+                     "nol_fast AdaBound": "nol_fast AdaBound reference"},
+}
+
+
+def test_benchmark_optim_prints_every_candidate_with_consistent_numbers(capsys):
+    assert main(["benchmark", "optim", "--sets", "fno", "--repeat", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+
+    # the FNO's parameters, complex ones counted as pairs of reals
+    model = FNO(n_modes=(16, 16), hidden_channels=32)
+    numel = sum(p.numel() * (2 if p.is_complex() else 1) for p in model.parameters())
+    tensors = len(list(model.parameters()))
+    assert f"fno ({numel:,} elements in {tensors} tensors)" in lines[0]
+    assert "threads" in lines[0]
+    copy = re.search(r"copy 10M fp32: (\S+) ms = (\S+) GB/s", "\n".join(lines))
+    copy_ms, copy_gbps = float(copy[1]), float(copy[2])
+    assert copy_gbps == pytest.approx(8e7 / copy_ms / 1e6, rel=2e-3, abs=0.05)
+
+    header = next(line for line in lines if line.startswith("candidate"))
+    assert re.search(r"ms/step +GB/s +% of copy +vs torch fused +vs adabound +vs reference$",
+                     header)
+    rows = {}
+    for line in lines:
+        fields = line.split()
+        name = " ".join(fields[:-6])
+        if name in OPTIMIZER_ROWS:
+            rows[name] = fields[-6:]
+    skipped = {row for row in OPTIMIZER_ROWS
+               if any(line.startswith(f"{row}: skipped (") for line in lines)}
+    assert set(rows) | skipped == set(OPTIMIZER_ROWS) and not set(rows) & skipped
+    assert skipped <= {"adabound AdaBound"}  # only the optional package may be missing
+
+    ms = {name: float(fields[0]) for name, fields in rows.items()}
+    for name, (_, gbps, share, *ratios) in rows.items():
+        assert ms[name] > 0
+        expected_gbps = 28 * numel / ms[name] / 1e6
+        assert float(gbps) == pytest.approx(expected_gbps, rel=2e-3, abs=0.05), name
+        expected_share = 100 * expected_gbps / (8e7 / copy_ms / 1e6)
+        assert float(share) == pytest.approx(expected_share, rel=3e-3, abs=0.05), name
+        for column, cell in zip(OPTIMIZER_RATIOS, ratios, strict=True):
+            anchor = OPTIMIZER_RATIOS[column].get(name)
+            if anchor is None or anchor not in ms:
+                assert cell == "-", (name, column)
+            else:
+                assert cell.endswith("x"), (name, column)
+                expected = ms[anchor] / ms[name]
+                assert float(cell[:-1]) == pytest.approx(expected, rel=2e-3, abs=0.006), name
+    assert lines[-1].startswith("ratios: anchor time / time, > 1 is faster")
+
+
+def test_benchmark_optim_rejects_unknown_sets_and_repeats(capsys):
+    assert main(["benchmark", "optim", "--sets", "fno,huge"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown parameter set(s) ['huge']; choose from: fno, 10m" in err
+    assert "Traceback" not in err
+    assert main(["benchmark", "optim", "--sets", " , "]) == 1
+    assert "no parameter set given; choose from: fno, 10m" in capsys.readouterr().err
+    assert main(["benchmark", "optim", "--repeat", "0"]) == 1
+    assert "--repeat must be a positive int, got 0" in capsys.readouterr().err

@@ -17,7 +17,8 @@ from tests.conftest import require_extension
 
 SHAPES = [(100_003,), (2 * 32_768 + 1,), (5,), (3, 7), (1,)]
 STEPS = 5
-TOLERANCE = {torch.float32: {"rtol": 1e-5, "atol": 1e-7}, torch.float64: {"rtol": 1e-12, "atol": 0}}
+TOLERANCE = {torch.float32: {"rtol": 1e-5, "atol": 1e-7},
+             torch.float64: {"rtol": 1e-12, "atol": 0}}
 
 ADAM = dict(lr=1e-2, beta1=0.9, beta2=0.99, eps=1e-8)
 ADABOUND = dict(lr=1e-2, base_lr=2e-2, beta1=0.8, beta2=0.99, final_lr=0.05, gamma=0.1, eps=1e-7)
@@ -31,7 +32,8 @@ def _extension() -> None:
 def make_state(dtypes, amsgrad: bool, seed: int = 0):
     """Params, grads per step, moments and step counters for SHAPES (one dtype per tensor)."""
     generator = torch.Generator().manual_seed(seed)
-    params = [torch.randn(s, generator=generator).to(d) for s, d in zip(SHAPES, dtypes, strict=True)]
+    params = [torch.randn(s, generator=generator).to(d)
+              for s, d in zip(SHAPES, dtypes, strict=True)]
     grads = [[torch.randn(p.shape, generator=generator).to(p.dtype) for p in params]
              for _ in range(STEPS)]  # fmt: skip
     zeros = lambda: [torch.zeros_like(p) for p in params]  # noqa: E731

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from nol_fast.optim.base import MultiTensorOptimizer
-from nol_fast.optim.multi_tensor import adabound_step
+from nol_fast.optim.multi_tensor import adabound_step, check_backend_name
 
 
 def adabound_update_(
@@ -142,6 +142,9 @@ class AdaBound(MultiTensorOptimizer):
     decoupled_weight_decay
         Decay weights as ``p *= 1 - lr * weight_decay`` (AdaBoundW) instead of adding
         ``weight_decay * p`` to the gradient.
+    backend
+        Backend of the multi-tensor op, or ``None`` for automatic selection (see
+        :func:`~nol_fast.optim.multi_tensor.resolve_backend`).
 
     Examples
     --------
@@ -162,7 +165,10 @@ class AdaBound(MultiTensorOptimizer):
         weight_decay: float = 0,
         amsbound: bool = False,
         decoupled_weight_decay: bool = False,
+        backend: str | None = None,
     ) -> None:
+        check_backend_name(backend)
+        self.backend = backend
         defaults = {
             "lr": lr,
             "betas": betas,
@@ -208,6 +214,7 @@ class AdaBound(MultiTensorOptimizer):
             amsbound=group["amsbound"],
             grad_scale=grad_scale,
             found_inf=found_inf,
+            backend=self.backend,
         )
 
     def _state_of(self, param: Tensor, group: dict[str, Any]) -> list[Tensor | None]:

@@ -1,19 +1,20 @@
 """``nol-fast benchmark spectral``: time the spectral convolution backends against anchors.
 
 Every backend that runs on the device is timed on the same input, next to neuraloperator's
-``SpectralConv`` (when installed) and our FFT reference, in interleaved rounds so that load on
-a shared machine hits all candidates alike; the table reports medians.
+``SpectralConv`` (when installed) and our FFT reference, in interleaved rounds
+(:mod:`nol_fast.bench.timing`) so that load on a shared machine hits all candidates alike; the
+table reports medians. ``benchmarks/bench_spectral_conv.py`` times the same layers and inputs
+with pytest-benchmark.
 """
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
+from nol_fast.bench.timing import interleaved_medians
 from nol_fast.models.spectral_conv import SpectralConv
 from nol_fast.ops.spectral_conv.op import BACKENDS, backend_status
 
@@ -82,30 +83,17 @@ def train_step(layer: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
     return step
 
 
-def _elapsed_ms(step: Callable[[], None], device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - start) * 1e3
-
-
 def time_shape(shape: str, device: torch.device, repeat: int = 20, warmup: int = 3) -> list[Timing]:
     """Median forward and forward+backward times of every candidate on ``shape``."""
     x = sample_input(shape, device)
     layers = candidates(shape, device)
-    steps = {name: (forward_step(m, x), train_step(m, x)) for name, m in layers.items()}
-    samples: dict[str, tuple[list[float], list[float]]] = {n: ([], []) for n in steps}
-    for round_ in range(warmup + repeat):
-        for name, (forward, train) in steps.items():
-            fwd, both = _elapsed_ms(forward, device), _elapsed_ms(train, device)
-            if round_ >= warmup:
-                samples[name][0].append(fwd)
-                samples[name][1].append(both)
-    return [Timing(shape, n, statistics.median(f), statistics.median(t))
-            for n, (f, t) in samples.items()]
+    steps: dict[tuple[str, str], Callable[[], None]] = {}
+    for name, layer in layers.items():
+        steps[name, "forward"] = forward_step(layer, x)
+        steps[name, "train"] = train_step(layer, x)
+    medians = interleaved_medians(steps, device, repeat, warmup)
+    return [Timing(shape, name, medians[name, "forward"], medians[name, "train"])
+            for name in layers]
 
 
 def format_table(timings: Sequence[Timing]) -> str:
@@ -128,8 +116,8 @@ def format_table(timings: Sequence[Timing]) -> str:
     return "\n".join(lines)
 
 
-def run(shapes: Sequence[str], device: torch.device, repeat: int) -> str:
-    """Time ``shapes`` on ``device`` and return the table.
+def run(shapes: Sequence[str], device: torch.device, repeat: int = 20) -> str:
+    """Time ``shapes`` on ``device`` over ``repeat`` interleaved rounds and return the table.
 
     Examples
     --------

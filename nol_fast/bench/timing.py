@@ -1,0 +1,83 @@
+"""Wall-clock timing shared by the benchmarks: synchronised steps, interleaved rounds, medians.
+
+CUDA kernels run asynchronously, so a step is timed between two device synchronisations;
+otherwise the clock would stop when the launches are queued, not when the work is done.
+Candidates are timed in interleaved rounds (each round runs every candidate once) rather than
+one after the other, so that load from elsewhere on a shared machine, clock changes and cache
+state hit all of them alike, and medians discard the rounds that such load spoils.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Hashable, Mapping
+from typing import TypeVar
+
+import torch
+
+Key = TypeVar("Key", bound=Hashable)
+
+
+def synchronized(step: Callable[[], object], device: torch.device) -> Callable[[], None]:
+    """``step`` followed by a synchronisation of ``device`` when it is a CUDA device.
+
+    Timers that start from an idle device (pytest-benchmark's, :func:`elapsed_ms`) then cover
+    the work ``step`` launched, not just the launches.
+
+    Examples
+    --------
+    >>> synchronized(lambda: None, torch.device("cpu"))()
+    """
+    if device.type != "cuda":
+        def run() -> None:
+            step()
+    else:
+        def run() -> None:
+            step()
+            torch.cuda.synchronize(device)
+    return run
+
+
+def elapsed_ms(step: Callable[[], object], device: torch.device) -> float:
+    """Milliseconds of one call of ``step``, from an idle ``device`` to the end of its work.
+
+    Examples
+    --------
+    >>> elapsed_ms(lambda: None, torch.device("cpu")) >= 0
+    True
+    """
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    run = synchronized(step, device)
+    start = time.perf_counter()
+    run()
+    return (time.perf_counter() - start) * 1e3
+
+
+def interleaved_medians(
+    steps: Mapping[Key, Callable[[], object]],
+    device: torch.device,
+    repeat: int,
+    warmup: int = 1,
+) -> dict[Key, float]:
+    """Median milliseconds of every step over ``repeat`` interleaved rounds.
+
+    Each round calls every step once, in the order of ``steps``; the first ``warmup`` rounds
+    (compilation, allocation, lazily created optimizer state) are not recorded.
+
+    Examples
+    --------
+    >>> medians = interleaved_medians({"noop": lambda: None}, torch.device("cpu"), repeat=3)
+    >>> list(medians)
+    ['noop']
+    """
+    if repeat < 1:
+        raise ValueError(f"repeat must be a positive int, got {repeat}")
+    samples: dict[Key, list[float]] = {key: [] for key in steps}
+    for round_ in range(warmup + repeat):
+        for key, step in steps.items():
+            ms = elapsed_ms(step, device)
+            if round_ >= warmup:
+                samples[key].append(ms)
+    return {key: statistics.median(times) for key, times in samples.items()}
