@@ -299,8 +299,8 @@ def test_loader_without_cache_writes_nothing(cache_dir, tmp_path):
 
 
 def test_loader_errors():
-    with pytest.raises(ValueError, match="unknown dataset 'darcy'; choose one of: .*heat"):
-        create_data_loader({"dataset": "darcy"}, "train")
+    with pytest.raises(ValueError, match="unknown dataset 'darcyy'; choose one of: .*darcy"):
+        create_data_loader({"dataset": "darcyy"}, "train")
     with pytest.raises(ValueError, match=r"unknown data option\(s\) 'resolutoin' for dataset "
                                          r"'heat'; known options: dataset, n_train.*resolution"):
         create_data_loader({"resolutoin": 16}, "train")
@@ -317,18 +317,21 @@ def test_loader_errors():
 
 
 def test_registered_dataset_plugs_into_the_loader(cache_dir):
-    @register_dataset("test_ramp", length=4)
-    def build_ramp(n_samples, seed, length):
-        x = torch.arange(n_samples * length, dtype=torch.float64).view(n_samples, 1, length)
+    @register_dataset("test_ramp", resolution=4, offset=0)
+    def build_ramp(n_samples, seed, resolution, offset):
+        x = torch.arange(n_samples * resolution, dtype=torch.float64)
+        x = x.view(n_samples, 1, resolution) + offset
         return {"x": x, "y": 2 * x}
 
     assert "test_ramp" in available_datasets()
-    config = {"dataset": "test_ramp", "length": 5, "n_train": 3, "n_val": 2, "n_test": 1}
+    config = {"dataset": "test_ramp", "resolution": 5, "n_train": 3, "n_val": 2, "n_test": 1}
     x, y = collect(create_data_loader(config, "val"))
     assert x.dtype == torch.float32 and x.shape == (2, 1, 5)
     torch.testing.assert_close(x[:, 0, 0], torch.tensor([15.0, 20.0]))
     torch.testing.assert_close(y, 2 * x)
     with pytest.raises(ValueError, match="clash"):
         register_dataset("bad", seed=1)
+    with pytest.raises(ValueError, match="clash"):
+        register_dataset("bad", history=1)
     with pytest.raises(ValueError, match="already registered"):
         register_dataset("heat")(build_ramp)

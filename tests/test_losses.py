@@ -469,3 +469,21 @@ def test_spec_examples_run():
     value = conservation(pred, target)
     assert value.ndim == 0 and value.item() > 0
     assert set(conservation.last_components) == {"mass", "momentum", "energy"}
+
+
+def test_relative_l2_loss_and_named_losses():
+    from nol_fast.training.config import TrainingConfig
+    from nol_fast.training.losses import RelativeL2Loss, loss_from_name
+
+    generator = torch.Generator().manual_seed(0)
+    pred, target = torch.randn(3, 2, 5, generator=generator), torch.randn(3, 2, 5,
+                                                                          generator=generator)
+    # Oracle: the per-sample norms, written out.
+    expected = torch.stack([(pred[i] - target[i]).norm() / target[i].norm() for i in range(3)])
+    torch.testing.assert_close(RelativeL2Loss()(pred, target), expected.mean())
+    assert isinstance(loss_from_name("rel_l2"), RelativeL2Loss)
+    assert isinstance(loss_from_name("mse"), torch.nn.MSELoss)
+    with pytest.raises(ValueError, match="unknown loss 'l3'; choose one of: mse, rel_l2"):
+        loss_from_name("l3")
+    with pytest.raises(ValueError, match="loss must be one of: mse, rel_l2"):
+        TrainingConfig(loss="l3")

@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from nol_fast import __version__, backends
+from nol_fast.cli import data as data_cli
 from nol_fast.training.progress import ensure_log_output
 
 
@@ -91,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(subparsers)
     _add_info(subparsers)
     _add_benchmark(subparsers)
+    data_cli.add_parser(subparsers)
     return parser
 
 

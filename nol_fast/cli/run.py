@@ -23,6 +23,7 @@ from nol_fast.training.callbacks import (
     ModelCheckpoint,
     TensorBoardLogger,
 )
+from nol_fast.training.losses import loss_from_name
 from nol_fast.training.optimizers import create_optimizer, create_scheduler
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ def build_trainer(config: Config, device: torch.device) -> Trainer:
         val_loader=create_data_loader(data, split="val"),
         optimizer=optimizer,
         scheduler=scheduler,
+        loss_fn=loss_from_name(training.loss),
         device=device,
         config=training,
     )
@@ -136,6 +138,8 @@ def run_experiment(
     test_loader = create_data_loader(test_data, split="test")
     test_metrics = trainer.evaluate(test_loader, return_predictions=True)
     x, y = next(iter(test_loader))
+    if trainer.normalizer is not None:  # show the input in physical units
+        x = trainer.normalizer.decode_input(x.to(trainer.device)).cpu()
     plot_training_report(
         history, x[0], y[0], test_metrics.pop("predictions")[0], out_dir / "report.png"
     )

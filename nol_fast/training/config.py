@@ -41,6 +41,9 @@ class TrainingConfig:
         ``'step'`` or ``'epoch'``.
     monitor
         Metric used to step plateau schedulers.
+    loss
+        Data loss of config-driven runs (the CLI): ``'mse'`` or ``'rel_l2'`` (the mean
+        per-sample relative L2 error, the FNO paper's training loss).
     seed
         Seed for python, numpy and torch set by config-driven runs (the CLI) before the model
         is built, so a run is reproducible; ``None`` leaves the generators alone.
@@ -65,6 +68,7 @@ class TrainingConfig:
     scheduler_interval: str = "auto"
     monitor: str = "val_loss"
     seed: int | None = 0
+    loss: str = "mse"
 
     def __post_init__(self) -> None:
         positive = ("epochs", "batch_size", "gradient_accumulation_steps", "val_frequency",
@@ -79,6 +83,8 @@ class TrainingConfig:
             raise ValueError(
                 f"gradient_clipping must be >= 0 or None, got {self.gradient_clipping!r}"
             )
+        if self.loss not in ("mse", "rel_l2"):
+            raise ValueError(f"loss must be one of: mse, rel_l2; got {self.loss!r}")
         if self.scheduler_interval not in ("auto", "step", "epoch"):
             raise ValueError(
                 f"scheduler_interval must be one of: auto, step, epoch; "

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nol_fast.physics.grid import cell_volume, domain_lengths, uniform_grid
+from nol_fast.training.metrics import relative_l2
 
 __all__ = [
     "CONSERVATION_TYPES",
@@ -32,6 +33,8 @@ __all__ = [
     "TERMS",
     "ConservationLoss",
     "PhysicsInformedLoss",
+    "RelativeL2Loss",
+    "loss_from_name",
 ]
 
 #: ``fn(u, coords) -> Tensor``: pointwise PDE residual or boundary error of the field ``u``.
@@ -43,6 +46,35 @@ DATA_LOSSES: dict[str, PairLoss] = {"l1": F.l1_loss, "mse": F.mse_loss}
 #: Keys of ``PhysicsInformedLoss.last_components``, in the order the terms are computed.
 TERMS = ("data", "pde", "boundary", "conservation")
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+class RelativeL2Loss(nn.Module):
+    """Mean over the batch of ``||pred - target||_2 / ||target||_2`` per sample.
+
+    The training loss of the FNO paper: every sample counts alike whatever its scale, and it
+    optimises the reported metric directly (see :func:`~nol_fast.training.metrics.relative_l2`).
+
+    Examples
+    --------
+    >>> loss = RelativeL2Loss()
+    >>> float(loss(torch.full((2, 1, 4), 1.1), torch.ones(2, 1, 4)))  # doctest: +ELLIPSIS
+    0.100000...
+    """
+
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        _check_same_shape(pred, target, "target")
+        return relative_l2(pred, target).mean()
+
+
+#: Data losses of config-driven runs (``TrainingConfig.loss``).
+NAMED_LOSSES: dict[str, Callable[[], nn.Module]] = {"mse": nn.MSELoss, "rel_l2": RelativeL2Loss}
+
+
+def loss_from_name(name: str) -> nn.Module:
+    """The loss module ``name`` (``'mse'`` or ``'rel_l2'``); ``ValueError`` lists the names."""
+    if name not in NAMED_LOSSES:
+        raise ValueError(f"unknown loss {name!r}; choose one of: {', '.join(NAMED_LOSSES)}")
+    return NAMED_LOSSES[name]()
 
 
 def _mass(flat: Tensor, grid: tuple[int, ...], domain: float | Sequence[float]) -> Tensor:

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nol_fast.data.normalization import DataNormalizer
 from nol_fast.training.batches import to_device, unpack_batch
 from nol_fast.training.callbacks.base import CallbackList, TrainingCallback
 from nol_fast.training.callbacks.lr_scheduler import LearningRateScheduler
@@ -119,6 +120,10 @@ class Trainer:
         self.model = self.place_model(model)
         self.train_loader = train_loader
         self.val_loader = val_loader
+        # Loaders built with ``normalize: true`` serve encoded inputs and carry the
+        # normalizer fitted on the training split; outputs are decoded with it before the loss.
+        normalizer = getattr(train_loader, "normalizer", None)
+        self.normalizer = None if normalizer is None else normalizer.to(self.device)
         if optimizer is None:
             optimizer = create_optimizer(
                 self.model.parameters(), self.config.optimizer, self.config.learning_rate,
@@ -229,8 +234,9 @@ class Trainer:
     def save_checkpoint(self, filepath: str, include_optimizer: bool = True) -> None:
         """Write a checkpoint that resumes this run bit-exactly (atomic write).
 
-        It holds the model, optimizer (if ``include_optimizer``), scheduler, GradScaler, epoch
-        and step counters, history, callback states, RNG states and the config.
+        It holds the model, the data normalizer (if the training loader had one), optimizer (if
+        ``include_optimizer``), scheduler, GradScaler, epoch and step counters, history,
+        callback states, RNG states and the config.
         """
         callback_state = {key: cb.state_dict() for key, cb in self.callbacks.keyed().items()}
         state = {
@@ -248,6 +254,7 @@ class Trainer:
             "callbacks": {**self._pending_callback_state, **callback_state},
             "rng": capture_rng_state(self._loader_generators()),
             "config": self.config.to_dict(),
+            "normalizer": None if self.normalizer is None else self.normalizer.to_state(),
         }
         atomic_save(state, filepath)
 
@@ -265,6 +272,12 @@ class Trainer:
         """
         state = load_checkpoint_file(filepath)
         check_state_dict_fits(self.model, state["model"], str(filepath))
+        normalizer = None
+        if state.get("normalizer") is not None:
+            try:
+                normalizer = DataNormalizer.from_state(state["normalizer"])
+            except ValueError as error:
+                raise CheckpointError(f"{filepath}: {error}") from None
         restore_optimizer = load_optimizer and state["optimizer"] is not None
         if load_optimizer and state["optimizer"] is None:
             logger.warning("%s holds no optimizer state; the optimizer starts fresh", filepath)
@@ -279,6 +292,8 @@ class Trainer:
             )
 
         self.model.load_state_dict(state["model"])
+        if normalizer is not None:
+            self.normalizer = normalizer.to(self.device)
         if restore_optimizer:
             self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
@@ -365,6 +380,8 @@ class Trainer:
             _check_input(self.model, x)
         with autocast(self.device, self.amp_dtype):
             pred = self.model(x)
+            if self.normalizer is not None:
+                pred = self.normalizer.decode_output(pred)
             if check_shapes and pred.shape != y.shape and isinstance(self.loss_fn, nn.MSELoss):
                 raise ValueError(
                     f"the model's output shape {tuple(pred.shape)} does not match the target "
@@ -372,7 +389,8 @@ class Trainer:
                     f"out_channels and the data"
                 )
             if self._loss_takes_inputs:
-                loss = self.loss_fn(pred, y, inputs=x)
+                inputs = x if self.normalizer is None else self.normalizer.decode_input(x)
+                loss = self.loss_fn(pred, y, inputs=inputs)
             else:
                 loss = self.loss_fn(pred, y)
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
