@@ -31,7 +31,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to ``path`` atomically (see :func:`atomic_write`)."""
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as file:
+            torch.save(obj, file)
+
+    atomic_write(path, write)
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -121,7 +121,7 @@ def test_option_errors():
 def test_summary_and_registry():
     config = default_config()["model"]
     model = create_model(config["model_type"], config)
-    assert isinstance(model, FNO) and model.hidden_channels == 24
+    assert isinstance(model, FNO) and model.hidden_channels == config["hidden_channels"] == 32
     summary = model.get_model_summary()
     assert summary["n_parameters"] == model.count_parameters() > 0
     assert summary["model_config"]["n_modes"] == [12, 12]

@@ -26,7 +26,7 @@ def progress_bar(
         return
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total, desc=desc, leave=False, unit=unit, dynamic_ncols=True)
+    bar = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
     try:
         yield bar
     finally:
