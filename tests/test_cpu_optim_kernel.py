@@ -197,3 +197,24 @@ def test_moved_parameter_storage_is_followed() -> None:
             optimizer.step()
     for a, b in zip(ours, expected, strict=True):
         torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-5, atol=1e-7)
+
+
+def test_layout_cache_keeps_no_tensor_alive_and_follows_complex_parameters() -> None:
+    """The kernel's per-group cache refers to tensors weakly, and recognises a complex
+    parameter through the real view made of it at every step."""
+    import gc
+    import weakref
+
+    from nol_fast.ops.optim_step import cpu
+    from nol_fast.optim import FusedAdamW
+
+    param = torch.randn(3, 5, dtype=torch.complex64, requires_grad=True)
+    optimizer = FusedAdamW([param], lr=1e-2, backend="cpu")
+    for _ in range(3):
+        param.grad = torch.randn_like(param)
+        optimizer.step()
+    assert sum(1 for key in cpu._LAYOUTS if id(param) in key) == 1  # built once, then reused
+    alive = weakref.ref(param)
+    del optimizer, param
+    gc.collect()
+    assert alive() is None

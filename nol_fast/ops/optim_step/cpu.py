@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import operator
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,18 +46,25 @@ def _checks(columns: Sequence[Sequence[Tensor]]) -> tuple[list[bool], list, list
     return fits, dtypes, numels
 
 
+def _owners(tensors: Sequence[Tensor]) -> list[Tensor]:
+    """The tensors whose identity stands for ``tensors``: a real view of a complex parameter
+    (``torch.view_as_real``, new every step) is represented by the parameter it views."""
+    return [t if t._base is None else t._base for t in tensors]
+
+
 class _GroupLayout:
     """What :func:`_tables` knows of a group's params and state between steps.
 
     Params, moments and step counters stay the same tensors from step to step, so their
-    checks and addresses are kept; a step compares identities, and the params' addresses
-    (``p.data = ...`` keeps the tensor but moves its storage). The layout holds the tensors
-    themselves, so their identities cannot pass to other tensors while it is cached.
+    checks and addresses are kept; a step compares identities (of the tensors, or of the
+    complex parameters their real views come from) and the params' addresses (``p.data = ...``
+    keeps the tensor but moves its storage). The layout refers to the tensors weakly: it keeps
+    no memory alive, and a tensor that is gone can never match again.
     """
 
     def __init__(self, static: list[Sequence[Tensor]], state_steps: Sequence[Tensor]) -> None:
-        self.static = [list(seq) for seq in (*static, state_steps)]
-        self.addresses = [list(map(Tensor.data_ptr, seq)) for seq in self.static]
+        self.refs = [[weakref.ref(t) for t in _owners(seq)] for seq in (*static, state_steps)]
+        self.addresses = [list(map(Tensor.data_ptr, seq)) for seq in (*static, state_steps)]
         fits, self.dtypes, self.numels = _checks(static)
         steps_fit = [s.dtype == torch.float32 and s.is_cpu and s.numel() == 1 for s in state_steps]
         self.fits = [a and b for a, b in zip(fits, steps_fit, strict=True)]
@@ -64,8 +72,9 @@ class _GroupLayout:
 
     def matches(self, static: list[Sequence[Tensor]], state_steps: Sequence[Tensor]) -> bool:
         return (
-            all(len(a) == len(b) and all(map(operator.is_, a, b))
-                for a, b in zip((*static, state_steps), self.static, strict=True))
+            all(len(refs) == len(seq)
+                and all(r() is t for r, t in zip(refs, _owners(seq), strict=True))
+                for refs, seq in zip(self.refs, (*static, state_steps), strict=True))
             and list(map(Tensor.data_ptr, static[0])) == self.addresses[0]
         )  # fmt: skip
 
@@ -76,7 +85,7 @@ _MAX_LAYOUTS = 16
 
 def _layout(static: list[Sequence[Tensor]], state_steps: Sequence[Tensor]) -> _GroupLayout:
     """The cached layout of these tensors, or a new one (replacing the oldest when full)."""
-    key = (len(static), *map(id, static[0]))
+    key = (len(static), *map(id, _owners(static[0])))
     layout = _LAYOUTS.get(key)
     if layout is None or not layout.matches(static, state_steps):
         if len(_LAYOUTS) >= _MAX_LAYOUTS:
