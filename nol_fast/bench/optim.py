@@ -225,7 +225,7 @@ def format_table(timings: Sequence[SetTiming]) -> str:
             for column in columns:
                 anchor = RATIOS[column].get(name)
                 ratios.append("-" if anchor not in t.step_ms else f"{t.step_ms[anchor] / ms:.2f}x")
-            lines.append(f"{name:<30}{_significant(ms):>10}{t.gbps(name):>8.1f}"
+            lines.append(f"{name:<30}{_significant(ms):>10}{t.gbps(name):>8.2f}"
                          f"{100 * t.gbps(name) / t.copy_gbps:>11.1f}"
                          + "".join(f"{r:>16}" for r in ratios))
         lines += [f"{name}: skipped ({reason})" for name, reason in t.skipped.items()]
