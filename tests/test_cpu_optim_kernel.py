@@ -199,7 +199,20 @@ def test_moved_parameter_storage_is_followed() -> None:
         torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-5, atol=1e-7)
 
 
-def test_layout_cache_keeps_no_tensor_alive_and_follows_complex_parameters() -> None:
+def _recording(cls: type, built: list) -> type:
+    """A subclass of ``cls`` that appends each instance it makes to ``built``."""
+
+    class Recording(cls):
+        def __init__(self, *args: object) -> None:
+            super().__init__(*args)
+            built.append(self)
+
+    return Recording
+
+
+def test_layout_cache_keeps_no_tensor_alive_and_follows_complex_parameters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The kernel's per-group cache refers to tensors weakly, and recognises a complex
     parameter through the real view made of it at every step."""
     import gc
@@ -208,12 +221,18 @@ def test_layout_cache_keeps_no_tensor_alive_and_follows_complex_parameters() -> 
     from nol_fast.ops.optim_step import cpu
     from nol_fast.optim import FusedAdamW
 
+    # An empty cache of its own: entries left by other tests may carry a reused id.
+    monkeypatch.setattr(cpu, "_LAYOUTS", {})
+    built = []
+    monkeypatch.setattr(cpu, "_GroupLayout", _recording(cpu._GroupLayout, built))
     param = torch.randn(3, 5, dtype=torch.complex64, requires_grad=True)
     optimizer = FusedAdamW([param], lr=1e-2, backend="cpu")
     for _ in range(3):
         param.grad = torch.randn_like(param)
         optimizer.step()
-    assert sum(1 for key in cpu._LAYOUTS if id(param) in key) == 1  # built once, then reused
+    assert len(built) == 1 and len(cpu._LAYOUTS) == 1  # built once, then reused
+    assert built[0].refs[0][0]() is param
+    del built
     alive = weakref.ref(param)
     del optimizer, param
     gc.collect()
