@@ -19,6 +19,7 @@ from nol_fast.data.files import (
     PairFile,
     describe_file,
     save_pairs,
+    save_series,
 )
 
 
@@ -93,6 +94,21 @@ def test_save_pairs_replaces_atomically(tmp_path):
     assert len(data) == 3 and data.meta == {"name": "v2"}
     assert torch.equal(data.take([0, 1, 2])["y"], y)
     assert os.listdir(path.parent) == ["d.npz"]
+
+
+def test_save_series_round_trip_with_meta(tmp_path):
+    u = torch.randn(3, 7, 5, 4, generator=torch.Generator().manual_seed(3))
+    path = save_series(tmp_path / "s.h5", u, meta={"name": "navier_stokes", "params": {"t": 1}})
+    data = PairFile(path, history=2, horizon=3)
+    assert data.layout == "series" and data.shapes == {"x": (3, 2, 5, 4), "y": (3, 3, 5, 4)}
+    x, y = data[1]  # steps 0-1 of trajectory 1 -> steps 2-4
+    assert torch.equal(x, u[1, :2]) and torch.equal(y, u[1, 2:5])
+    assert data.meta == {"name": "navier_stokes", "params": {"t": 1}}
+    with pytest.raises(TypeError, match="meta must be plain JSON"):
+        save_series(tmp_path / "t.h5", u, meta={"f": object()})
+    with pytest.raises(ValueError, match=r"\.h5 or \.hdf5"):
+        save_series(tmp_path / "t.npz", u)
+    assert sorted(os.listdir(tmp_path)) == ["s.h5"]
 
 
 def test_save_pairs_errors(tmp_path):

@@ -376,7 +376,8 @@ class PairFile(Dataset):
     keys : dict
         ``{'x': ..., 'y': ...}``: where each comes from, e.g. ``"tensor[0:1]"``.
     meta : dict
-        The generator's name and parameters stored by :func:`save_pairs`, else ``{}``.
+        The generator's name and parameters stored by :func:`save_pairs` or
+        :func:`save_series`, else ``{}``.
 
     Notes
     -----
@@ -449,8 +450,8 @@ class PairFile(Dataset):
 
             layout = file.attrs.get("layout")
             ours = isinstance(layout, (str, bytes)) and _text(layout) == LAYOUT_TAG
-            if ours:
-                self.meta = _attr_json(file.attrs.get("meta"))
+            # Pairs and series written by save_pairs/save_series keep their metadata here.
+            self.meta = _attr_json(file.attrs.get("meta"))
             if x_key is not None:
                 self._plan_keys(lookup, x_key, y_key, ours)
             elif ours or ("x" in file and "y" in file):
@@ -920,6 +921,15 @@ def _as_array(value: Any, name: str) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
+def _meta_json(meta: dict[str, Any]) -> str:
+    """``meta`` as the JSON text stored in a file; a clear error if it is not plain data."""
+    try:
+        return json.dumps(meta, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"meta must be plain JSON data (numbers, strings, lists, dicts), got "
+                        f"{meta!r}: {err}") from None
+
+
 def save_pairs(path: str | os.PathLike, x: Any, y: Any,
                meta: Mapping[str, Any] | None = None) -> Path:
     """Write samples ``x -> y`` to ``path``, atomically, in the format of its extension.
@@ -967,11 +977,7 @@ def save_pairs(path: str | os.PathLike, x: Any, y: Any,
         raise ValueError(f"x and y have different grid ranks: x has shape {xa.shape}, y has "
                          f"shape {ya.shape}")
     meta = dict(meta) if meta is not None else {}
-    try:
-        meta_text = json.dumps(meta, sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"meta must be plain JSON data (numbers, strings, lists, dicts), got "
-                        f"{meta!r}: {err}") from None
+    meta_text = _meta_json(meta)
     record = json.dumps({"layout": LAYOUT_TAG, "meta": meta}, sort_keys=True)
 
     if _FORMATS[suffix] == "hdf5":
@@ -1012,10 +1018,7 @@ def save_series(path: str | os.PathLike, trajectories: Any,
     array = _as_array(trajectories, "trajectories")
     if array.ndim < 3 or 0 in array.shape:
         raise ValueError(f"trajectories have shape {array.shape}; expected (n, n_times, *grid)")
-    try:
-        meta_text = json.dumps(dict(meta or {}), sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"meta must be plain JSON data, got {meta!r}: {err}") from None
+    meta_text = _meta_json(dict(meta or {}))
 
     def write(tmp: str) -> None:
         with h5py.File(tmp, "w") as file:
