@@ -35,7 +35,7 @@ import math
 import torch
 
 from nol_fast.data.grf import sample_grf, wavenumbers_squared
-from nol_fast.data.progress import progress_bar
+from nol_fast.progress import progress_bar
 
 # Samples solved per call of the solver in generate_burgers; bounds the memory of large datasets.
 _GENERATION_BATCH = 256

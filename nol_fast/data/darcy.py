@@ -65,7 +65,7 @@ import scipy.sparse
 import scipy.sparse.linalg
 import torch
 
-from nol_fast.data.progress import progress_bar
+from nol_fast.progress import progress_bar
 
 # Samples per coefficient draw in generate_darcy; bounds the memory of large datasets.
 _GENERATION_BATCH = 256

@@ -57,7 +57,7 @@ import torch
 
 from nol_fast.data.burgers import _step_count
 from nol_fast.data.grf import sample_grf
-from nol_fast.data.progress import progress_bar
+from nol_fast.progress import progress_bar
 
 # Every _FLUSH_EVERY steps coefficients below _FLUSH_BELOW are set to zero: modes that only
 # decay would otherwise sink into subnormal numbers, on which CPU arithmetic is very slow.

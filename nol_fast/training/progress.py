@@ -1,4 +1,4 @@
-"""Progress reporting: a bar per epoch on a terminal, one log line per epoch otherwise."""
+"""Training progress: a bar per epoch on a terminal, one log line per epoch otherwise."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import logging
 import math
 import sys
 from typing import Any
+
+from nol_fast.progress import open_bar, shows_progress
 
 logger = logging.getLogger("nol_fast.training")
 
@@ -39,21 +41,16 @@ def format_metrics(logs: dict[str, float]) -> str:
 
 
 class EpochProgress:
-    """A tqdm bar for one epoch when stderr is a terminal; silent otherwise.
+    """A bar for one epoch when stderr is a terminal (:func:`nol_fast.progress.shows_progress`).
 
     The bar advances per batch without reading anything from the device; the running loss is
     shown only when the loop has read it anyway (every ``sync_frequency`` batches).
     """
 
-    def __init__(self, epoch: int, epochs: int, total: int | None, enabled: bool = True):
+    def __init__(self, epoch: int, epochs: int, total: int | None) -> None:
         self.bar: Any = None
-        if enabled and sys.stderr.isatty():
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(
-                total=total, desc=f"epoch {epoch + 1}/{epochs}", leave=False, unit="batch",
-                dynamic_ncols=True,
-            )
+        if shows_progress(None):
+            self.bar = open_bar(total, f"epoch {epoch + 1}/{epochs}", leave=False)
 
     def advance(self) -> None:
         if self.bar is not None:
