@@ -244,3 +244,10 @@ def test_backends_report_lists_the_optimizer_step():
     assert report["cpu"]["triton"] == "unavailable: runs on CUDA tensors only"
     if not torch.cuda.is_available():
         assert report["cuda"]["triton"].startswith("unavailable")
+
+
+@pytest.mark.parametrize("optimizer_class", [FusedAdam, FusedAdamW, AdaBound])
+def test_unknown_backend_fails_at_construction(optimizer_class) -> None:
+    with pytest.raises(ValueError, match=r"unknown optimizer backend 'cudnn'; choose one of"):
+        optimizer_class([torch.zeros(2, requires_grad=True)], backend="cudnn")
+    assert optimizer_class([torch.zeros(2, requires_grad=True)], backend="cpu").backend == "cpu"

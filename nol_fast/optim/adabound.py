@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from nol_fast.optim.base import MultiTensorOptimizer
-from nol_fast.optim.multi_tensor import adabound_step, check_backend_name
+from nol_fast.optim.multi_tensor import adabound_step
 
 
 def adabound_update_(
@@ -167,8 +167,6 @@ class AdaBound(MultiTensorOptimizer):
         decoupled_weight_decay: bool = False,
         backend: str | None = None,
     ) -> None:
-        check_backend_name(backend)
-        self.backend = backend
         defaults = {
             "lr": lr,
             "betas": betas,
@@ -179,7 +177,7 @@ class AdaBound(MultiTensorOptimizer):
             "amsbound": amsbound,
             "decoupled_weight_decay": decoupled_weight_decay,
         }
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, backend)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a parameter group, checking its hyper-parameters and recording its base lr.

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from nol_fast.optim.base import MultiTensorOptimizer
-from nol_fast.optim.multi_tensor import adam_step, check_backend_name
+from nol_fast.optim.multi_tensor import adam_step
 
 
 class FusedAdam(MultiTensorOptimizer):
@@ -72,8 +72,6 @@ class FusedAdam(MultiTensorOptimizer):
         backend: str | None = None,
         decoupled_weight_decay: bool = False,
     ) -> None:
-        check_backend_name(backend)
-        self.backend = backend
         defaults = {
             "lr": lr,
             "betas": betas,
@@ -84,7 +82,7 @@ class FusedAdam(MultiTensorOptimizer):
             "capturable": capturable,
             "decoupled_weight_decay": decoupled_weight_decay,
         }
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, backend)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a parameter group after checking its hyper-parameters."""

@@ -16,6 +16,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from nol_fast.optim.multi_tensor import check_backend_name
+
 _IS_SPARSE = operator.attrgetter("is_sparse")
 
 
@@ -24,6 +26,14 @@ class MultiTensorOptimizer(Optimizer):
 
     # torch.amp.GradScaler hands over grad_scale/found_inf instead of unscaling the grads.
     _step_supports_amp_scaling = True
+
+    def __init__(self, params: Any, defaults: dict[str, Any], backend: str | None) -> None:
+        """``backend`` names the multi-tensor op's implementation (None: chosen per device, see
+        :mod:`nol_fast.optim.multi_tensor`). It is checked here, so an unknown name fails when
+        the optimizer is made rather than at its first step."""
+        check_backend_name(backend)
+        self.backend = backend
+        super().__init__(params, defaults)
 
     @torch.no_grad()
     def step(
