@@ -100,6 +100,35 @@ def test_backends_match_naive_dft(backend, case):
     torch.testing.assert_close(w.grad, w_ref.grad, rtol=1e-10, atol=1e-12)
 
 
+# Nyquist kept on a coarser output grid (16 -> 8 with 8 modes), and bfloat16-free odd cases.
+CHANNELS_LAST_CASES = [*CASES, ((16,), (8,), (8,)), ((16, 12), (8, 12), (8, 8))]
+
+
+@pytest.mark.parametrize("case", CHANNELS_LAST_CASES, ids=case_id)
+def test_cpu_channels_last_matches_naive_dft(case):
+    # The truncated DFTs of the FNO's channels-last path: (batch, *grid, channels) in and out,
+    # and the input gradient added into an existing buffer.
+    from nol_fast.ops.spectral_conv import cpu
+
+    in_grid, out_grid, n_modes = case
+    x, w = random_problem(in_grid, n_modes)
+    index = mode_index(n_modes, in_grid, out_grid)
+    y, x_modes = cpu.forward_modes(x.movedim(1, -1).contiguous(), w, index, out_grid,
+                                   channels_last=True)
+    x_ref, w_ref = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
+    y_ref = naive_spectral_conv(x_ref, w_ref, n_modes, out_grid)
+    torch.testing.assert_close(y, y_ref.movedim(1, -1), rtol=1e-10, atol=1e-12)
+
+    probe = torch.randn_like(y_ref)
+    (y_ref * probe).sum().backward()
+    existing = torch.randn(2, *in_grid, 3, dtype=torch.float64)
+    grad_x, grad_w = cpu.backward_modes(probe.movedim(1, -1).contiguous(), x_modes, w, index,
+                                        in_grid, channels_last=True, grad_x=existing.clone())
+    torch.testing.assert_close(grad_x, existing + x_ref.grad.movedim(1, -1), rtol=1e-10,
+                               atol=1e-12)
+    torch.testing.assert_close(grad_w, w_ref.grad, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_float32_backends_agree(backend):
     x, w = random_problem((64, 33), (16, 16), in_channels=8, out_channels=8)

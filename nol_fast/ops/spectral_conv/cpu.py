@@ -1,26 +1,31 @@
-"""Fast CPU spectral convolution: truncated DFTs as dense matrix products.
+"""Fast CPU spectral convolution: truncated DFTs as dense matrix products, in either layout.
 
 Only a few modes survive a spectral convolution (16 x 9 of the 64 x 33 spectrum of a 64 x 64
 grid), so computing the full FFT and discarding most of it wastes the transform. This path
-computes exactly the kept modes with DFT matrices instead, one grid dimension at a time:
+computes exactly the kept modes with DFT matrices instead, one grid dimension at a time, each
+step one GEMM (or one batched GEMM) of a small matrix with the activation:
 
-1. last dimension, real to complex: one real GEMM ``(rows, n) @ (n, 2 * n_last)`` whose columns
-   are interleaved ``cos, -sin`` pairs, so the result is already the real view of a complex
-   tensor;
-2. every other dimension: a complex matrix ``(kept, n)`` applied along that dimension;
+1. analysis, last grid dimension first, real to complex: a real ``(2 k, n)`` matrix whose rows
+   are the ``cos`` and ``-sin`` of the kept frequencies;
+2. analysis of every other grid dimension, complex to complex: a real ``(2 k, 2 n)`` block
+   matrix ``[[Re F, -Im F], [Im F, Re F]]`` that contracts the grid index together with the
+   real/imaginary index the previous step produced;
 3. the channel contraction: one batched complex GEMM over the kept modes;
-4. the inverse of 2 and 1 onto the output grid (zero-padding the spectrum is implicit: the
-   synthesis matrices only have columns for the kept modes).
+4. synthesis, the transposed pattern onto the output grid, ending with a real matrix that takes
+   the real part and weighs each half-spectrum frequency by ``c_k`` (zero-padding the spectrum
+   is implicit: the matrices only have columns for the kept modes).
 
-Every step is linear, so the backward pass is the same steps with transposed (conjugated)
-matrices, in reverse order; the forward pass hands the kept input spectrum to the backward
-pass, so the backward has no analysis to redo. The matrices are built in float64 and cached per
-(grid size, kept modes, dtype, device).
+The real/imaginary index always sits next to the grid index the following step contracts, so
+the steps chain with no transposes, and they do in both layouts the op serves: channels-first
+``(batch, channels, *grid)``, the layout of the op's public contract, and channels-last
+``(batch, *grid, channels)``, the layout of the FNO's fast CPU path, where the pointwise layers
+are plain GEMMs (:mod:`nol_fast.ops.fno_block`). Every step is linear, so the backward pass is
+the same steps with transposed matrices, in reverse order; the last one can add into an existing
+gradient (the FNO block adds its skip paths' input gradients there).
 
-Against full FFTs (the reference backend) this is 1.7x to 2.5x faster for forward+backward on
-the benchmark shapes of ``nol-fast benchmark spectral`` (2 threads; docs/kernels.md has the
-table): the GEMMs touch each input value once for all kept modes and never build, zero-fill,
-gather from or scatter into a full spectrum.
+The matrices are built in float64 and cached per (grids, kept modes, dtype, device). Against
+full FFTs (the reference backend) this is 1.7x to 2.5x faster for forward+backward on the
+benchmark shapes of ``nol-fast benchmark spectral`` (2 threads; docs/kernels.md has the table).
 """
 
 from __future__ import annotations
@@ -28,112 +33,267 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
 from nol_fast.ops.spectral_conv.modes import ModeIndex, gather_modes, scatter_modes
 
 
-@functools.lru_cache(maxsize=128)
-def _last_dim_matrices(
-    n_in: int, n_out: int, n_last: int, dtype: torch.dtype, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Real analysis ``(n_in, 2 n_last)`` and synthesis ``(2 n_last, n_out)`` matrices.
+@dataclass(frozen=True)
+class DFTPlan:
+    """The matrices of one spectral convolution's truncated DFTs.
 
-    Analysis column pairs ``(cos, -sin)(2 pi k j / n_in) / n_in`` give ``rfft(x, norm='forward')``
-    on frequencies ``k < n_last`` as interleaved real/imaginary parts; synthesis row pairs
-    ``c_k (cos, -sin)(2 pi k j / n_out)`` give ``irfft`` of those modes (``c_k = 2`` counts the
-    mirrored frequency ``-k``; ``c_0 = 1`` and ``c = 1`` at the Nyquist frequency).
+    Attributes
+    ----------
+    analysis : tuple of Tensor
+        One matrix per grid dimension, in the order they apply: the last dimension first
+        (``(2 k, n)``), then the others from the second-to-last to the first
+        (``(2 k, 2 n)``).
+    synthesis : tuple of Tensor
+        One matrix per grid dimension, in the order they apply: the first to the
+        second-to-last (``(2 n, 2 k)``), then the last (``(n, 2 k)``).
+    in_grid, out_grid, kept : tuple of int
+        The grids and the kept block's shape.
+    """
+
+    analysis: tuple[torch.Tensor, ...]
+    synthesis: tuple[torch.Tensor, ...]
+    in_grid: tuple[int, ...]
+    out_grid: tuple[int, ...]
+    kept: tuple[int, ...]
+
+
+def _angles(frequencies: torch.Tensor, n: int) -> torch.Tensor:
+    # (kept, n): 2 pi f j / n
+    return 2 * math.pi * torch.outer(frequencies, torch.arange(n, dtype=torch.float64)) / n
+
+
+def _analysis_last(n: int, n_last: int) -> torch.Tensor:
+    """``(2 k, n)``: rows ``(part, k)``, ``rfft(x, norm='forward')`` on frequencies ``< k``."""
+    angle = _angles(torch.arange(n_last, dtype=torch.float64), n)
+    return torch.cat((torch.cos(angle), -torch.sin(angle))) / n
+
+
+def _analysis_dim(n: int, frequencies: Sequence[int]) -> torch.Tensor:
+    """``(2 k, 2 n)``: rows ``(part, k)``, columns ``(j, part)``; ``fft(norm='forward')``."""
+    angle = _angles(torch.tensor(frequencies, dtype=torch.float64), n)
+    re, im = torch.cos(angle) / n, -torch.sin(angle) / n
+    # block[q, k, j, p]: output part q from input part p
+    block = torch.stack((torch.stack((re, -im), dim=-1), torch.stack((im, re), dim=-1)))
+    return block.reshape(2 * len(frequencies), 2 * n)
+
+
+def _synthesis_dim(n: int, frequencies: Sequence[int]) -> torch.Tensor:
+    """``(2 n, 2 k)``: rows ``(j, part)``, columns ``(part, k)``; unscaled inverse DFT."""
+    angle = _angles(torch.tensor(frequencies, dtype=torch.float64), n).T
+    re, im = torch.cos(angle), torch.sin(angle)
+    # block[j, q, p, k]: output part q from input part p
+    block = torch.stack((torch.stack((re, -im), dim=1), torch.stack((im, re), dim=1)), dim=1)
+    return block.reshape(2 * n, 2 * len(frequencies))
+
+
+def _synthesis_last(n: int, n_last: int) -> torch.Tensor:
+    """``(n, 2 k)``: columns ``(part, k)``; the real part of ``irfft``'s sum, ``c_k`` included.
+
+    ``c_k = 2`` counts the mirrored frequency ``-k``; ``c_0 = 1``, and ``c = 1`` at the
+    Nyquist frequency of the output grid.
     """
     k = torch.arange(n_last, dtype=torch.float64)
-    angle_in = 2 * math.pi * torch.outer(torch.arange(n_in, dtype=torch.float64), k) / n_in
-    analysis = torch.stack((torch.cos(angle_in), -torch.sin(angle_in)), dim=-1) / n_in
-    c = torch.where((k == 0) | (2 * k == n_out), 1.0, 2.0)
-    angle_out = 2 * math.pi * torch.outer(k, torch.arange(n_out, dtype=torch.float64)) / n_out
-    synthesis = torch.stack((torch.cos(angle_out), -torch.sin(angle_out)), dim=1) * c[:, None, None]
-    return (analysis.reshape(n_in, 2 * n_last).to(device, dtype).contiguous(),
-            synthesis.reshape(2 * n_last, n_out).to(device, dtype).contiguous())
+    c = torch.where((k == 0) | (2 * k == n), 1.0, 2.0)
+    angle = _angles(k, n).T
+    return torch.cat((torch.cos(angle) * c, -torch.sin(angle) * c), dim=1)
 
 
 @functools.lru_cache(maxsize=128)
-def _dim_matrices(
-    n_in: int, n_out: int, frequencies: tuple[int, ...], dtype: torch.dtype, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Complex analysis ``(kept, n_in)`` and synthesis ``(n_out, kept)`` DFT matrices."""
-    f = torch.tensor(frequencies, dtype=torch.float64)
-    analysis = torch.polar(torch.full((len(f), n_in), 1.0 / n_in, dtype=torch.float64),
-                           -2 * math.pi * torch.outer(f, torch.arange(n_in).double()) / n_in)
-    synthesis = torch.polar(torch.ones(n_out, len(f), dtype=torch.float64),
-                            2 * math.pi * torch.outer(torch.arange(n_out).double(), f) / n_out)
-    complex_dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
-    return analysis.to(device, complex_dtype), synthesis.to(device, complex_dtype)
+def dft_plan(
+    in_grid: tuple[int, ...], out_grid: tuple[int, ...], frequencies: tuple[tuple[int, ...], ...],
+    n_last: int, dtype: torch.dtype, device: torch.device,
+) -> DFTPlan:
+    """The (cached) truncated-DFT matrices from ``in_grid`` to ``out_grid``.
 
+    ``frequencies`` and ``n_last`` are those of a :class:`ModeIndex`.
 
-def _along(t: torch.Tensor, matrix: torch.Tensor, dim: int) -> torch.Tensor:
-    """Apply ``matrix`` (m, n) along dimension ``dim`` (of size n) of ``t``.
-
-    One GEMM on ``t`` with ``dim`` moved to the front. A matmul broadcast over the leading dims
-    runs one small complex GEMM per leading index instead: 2-D benchmark shape, forward and
-    backward of this module 15.6 ms against 12.9 ms (median of 15, one thread).
+    Examples
+    --------
+    >>> plan = dft_plan((16, 16), (16, 16), ((0, 1, -1),), 2, torch.float32, torch.device("cpu"))
+    >>> [tuple(m.shape) for m in plan.analysis], [tuple(m.shape) for m in plan.synthesis]
+    ([(4, 16), (6, 32)], [(32, 6), (16, 4)])
     """
-    front = t.movedim(dim, 0)
-    out = matrix @ front.reshape(front.shape[0], -1)
-    return out.view(matrix.shape[0], *front.shape[1:]).movedim(0, dim)
+    analysis = [_analysis_last(in_grid[-1], n_last)]
+    analysis += [_analysis_dim(n, f) for n, f in reversed(list(zip(in_grid[:-1], frequencies,
+                                                                   strict=True)))]
+    synthesis = [_synthesis_dim(n, f) for n, f in zip(out_grid[:-1], frequencies, strict=True)]
+    synthesis.append(_synthesis_last(out_grid[-1], n_last))
+    kept = (*(len(f) for f in frequencies), n_last)
+    return DFTPlan(tuple(m.to(device, dtype).contiguous() for m in analysis),
+                   tuple(m.to(device, dtype).contiguous() for m in synthesis),
+                   tuple(in_grid), tuple(out_grid), kept)
 
 
-def _matrices(index: ModeIndex, in_grid: Sequence[int], out_grid: Sequence[int],
-              dtype: torch.dtype, device: torch.device) -> tuple:
-    last = _last_dim_matrices(in_grid[-1], out_grid[-1], index.n_last, dtype, device)
-    dims = [_dim_matrices(n_in, n_out, f, dtype, device)
-            for n_in, n_out, f in zip(in_grid[:-1], out_grid[:-1], index.frequencies,
-                                      strict=True)]
-    return last, dims
+def plan_for(index: ModeIndex, in_grid: Sequence[int], out_grid: Sequence[int],
+             dtype: torch.dtype, device: torch.device) -> DFTPlan:
+    """:func:`dft_plan` for a :class:`ModeIndex`."""
+    return dft_plan(tuple(in_grid), tuple(out_grid), index.frequencies, index.n_last, dtype,
+                    device)
 
 
-def _analysis(x: torch.Tensor, last: tuple, dims: list) -> torch.Tensor:
-    # x: (batch, channels, *grid) real -> (batch, channels, *kept) complex
-    rows = x.reshape(-1, x.shape[-1]) @ last[0]
-    t = torch.view_as_complex(rows.view(*x.shape[:-1], -1, 2))
-    for d, (analysis, _) in enumerate(dims):
-        t = _along(t, analysis, 2 + d)
+def _contract(t: torch.Tensor, matrix: torch.Tensor, lead: int, rest: int,
+              out: torch.Tensor | None = None) -> torch.Tensor:
+    """``out[l] (+)= matrix @ t[l]`` with ``t`` viewed ``(lead, cols, rest)``.
+
+    One GEMM when ``rest`` or ``lead`` is 1, else a batched GEMM sharing ``matrix``; with
+    ``out`` the product is added into it (the GEMM's own accumulation, no extra pass).
+    """
+    rows, cols = matrix.shape
+    if rest == 1:
+        a = t.reshape(lead, cols)
+        if out is None:
+            return a @ matrix.T
+        return out.view(lead, rows).addmm_(a, matrix.T)
+    if lead == 1:
+        b = t.reshape(cols, rest)
+        if out is None:
+            return matrix @ b
+        return out.view(rows, rest).addmm_(matrix, b)
+    b = t.reshape(lead, cols, rest)
+    if out is None:
+        return torch.matmul(matrix, b)
+    return out.view(lead, rows, rest).baddbmm_(matrix.expand(lead, rows, cols), b)
+
+
+def _prod(values: Sequence[int]) -> int:
+    return math.prod(values)
+
+
+def analysis(x: torch.Tensor, plan: DFTPlan, channels_last: bool) -> torch.Tensor:
+    """Kept spectrum of ``x`` as real parts: ``(B, 2, *kept, C)`` or ``(B, C, 2, *kept)``.
+
+    ``x`` is ``(B, *grid, C)`` (``channels_last``) or ``(B, C, *grid)``, contiguous.
+    """
+    grid, kept = plan.in_grid, plan.kept
+    pre = x.shape[0] if channels_last else x.shape[0] * x.shape[1]
+    post = x.shape[-1] if channels_last else 1
+    d = len(grid)
+    t = x
+    for step, matrix in enumerate(plan.analysis):
+        j = d - 1 - step  # the grid dimension this step transforms
+        t = _contract(t, matrix, pre * _prod(grid[:j]), _prod(kept[j + 1:]) * post)
     return t
 
 
-def _analysis_adjoint(g: torch.Tensor, last: tuple, dims: list) -> torch.Tensor:
-    # g: (batch, channels, *kept) complex -> (batch, channels, *grid) real
-    for d, (analysis, _) in reversed(list(enumerate(dims))):
-        g = _along(g, analysis.conj().T, 2 + d)
-    rows = torch.view_as_real(g.contiguous()).reshape(-1, 2 * g.shape[-1])
-    return (rows @ last[0].T).view(*g.shape[:-1], -1)
+def analysis_adjoint(g: torch.Tensor, plan: DFTPlan, channels_last: bool, batch: int,
+                     channels: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Adjoint of :func:`analysis`: kept-spectrum gradient to grid gradient (added to ``out``)."""
+    grid, kept = plan.in_grid, plan.kept
+    pre, post = (batch, channels) if channels_last else (batch * channels, 1)
+    d = len(grid)
+    for step in reversed(range(d)):
+        j = d - 1 - step
+        target = out if step == 0 else None
+        g = _contract(g, plan.analysis[step].T, pre * _prod(grid[:j]),
+                      _prod(kept[j + 1:]) * post, target)
+    shape = (batch, *grid, channels) if channels_last else (batch, channels, *grid)
+    return g.view(shape)
 
 
-def _synthesis(z: torch.Tensor, last: tuple, dims: list) -> torch.Tensor:
-    # z: (batch, channels, *kept) complex -> (batch, channels, *out_grid) real
-    for d, (_, synthesis) in enumerate(dims):
-        z = _along(z, synthesis, 2 + d)
-    rows = torch.view_as_real(z.contiguous()).reshape(-1, 2 * z.shape[-1])
-    return (rows @ last[1]).view(*z.shape[:-1], -1)
+def synthesis(z: torch.Tensor, plan: DFTPlan, channels_last: bool, batch: int, channels: int
+              ) -> torch.Tensor:
+    """Output grid values from kept modes ``(B, 2, *kept, C)`` (or ``(B, C, 2, *kept)``)."""
+    grid, kept = plan.out_grid, plan.kept
+    pre, post = (batch, channels) if channels_last else (batch * channels, 1)
+    for j, matrix in enumerate(plan.synthesis):
+        z = _contract(z, matrix, pre * _prod(grid[:j]), _prod(kept[j + 1:]) * post)
+    shape = (batch, *grid, channels) if channels_last else (batch, channels, *grid)
+    return z.view(shape)
 
 
-def _synthesis_adjoint(g: torch.Tensor, last: tuple, dims: list) -> torch.Tensor:
-    # g: (batch, channels, *out_grid) real -> (batch, channels, *kept) complex
-    rows = g.reshape(-1, g.shape[-1]) @ last[1].T
-    t = torch.view_as_complex(rows.view(*g.shape[:-1], -1, 2))
-    for d, (_, synthesis) in enumerate(dims):
-        t = _along(t, synthesis.conj().T, 2 + d)
-    return t
+def synthesis_adjoint(g: torch.Tensor, plan: DFTPlan, channels_last: bool) -> torch.Tensor:
+    """Adjoint of :func:`synthesis`: output-grid gradient to kept-mode gradient."""
+    grid, kept = plan.out_grid, plan.kept
+    pre = g.shape[0] if channels_last else g.shape[0] * g.shape[1]
+    post = g.shape[-1] if channels_last else 1
+    for j in reversed(range(len(grid))):
+        g = _contract(g, plan.synthesis[j].T, pre * _prod(grid[:j]), _prod(kept[j + 1:]) * post)
+    return g
 
 
-def _modes_first(t: torch.Tensor) -> torch.Tensor:
-    # (a, b, *kept) -> (prod(kept), a, b), the layout of a batched GEMM over the modes;
-    # contiguous, since complex bmm copies strided operands one matrix at a time: the 2-D
-    # benchmark's mixing takes 0.35 ms with the copy made here against 0.99 ms without (1 thread)
-    return t.reshape(t.shape[0], t.shape[1], -1).permute(2, 0, 1).contiguous()
+def to_modes(t: torch.Tensor, batch: int, channels: int, n_kept: int, channels_last: bool
+             ) -> torch.Tensor:
+    """Real-part layout of :func:`analysis` to complex ``(modes, batch, channels)``."""
+    if channels_last:
+        parts = t.view(batch, 2, n_kept, channels).permute(2, 0, 3, 1)
+    else:
+        parts = t.view(batch, channels, 2, n_kept).permute(3, 0, 1, 2)
+    real = torch.float64 if t.dtype == torch.float64 else torch.float32
+    return torch.view_as_complex(parts.to(real).contiguous())
 
 
-def _modes_last(t: torch.Tensor, kept: Sequence[int]) -> torch.Tensor:
-    # (prod(kept), a, b) -> (a, b, *kept)
-    return t.permute(1, 2, 0).reshape(t.shape[1], t.shape[2], *kept)
+def from_modes(z: torch.Tensor, channels_last: bool, dtype: torch.dtype) -> torch.Tensor:
+    """Complex ``(modes, batch, channels)`` to the real-part layout :func:`synthesis` takes."""
+    parts = torch.view_as_real(z)  # (modes, batch, channels, 2)
+    order = (1, 3, 0, 2) if channels_last else (1, 2, 3, 0)
+    return parts.permute(order).to(dtype).contiguous()
+
+
+def weight_modes(weight: torch.Tensor, index: ModeIndex) -> torch.Tensor:
+    """The weight on the kept modes, ``(modes, in, out)`` complex, the layout of the mixing."""
+    w = gather_modes(weight, index.w_index, index.n_last)
+    return w.reshape(w.shape[0], w.shape[1], -1).permute(2, 0, 1).contiguous()
+
+
+def weight_grad(grad_modes: torch.Tensor, index: ModeIndex, weight_shape: Sequence[int]
+                ) -> torch.Tensor:
+    """Inverse layout of :func:`weight_modes`: ``(modes, in, out)`` to the weight's shape."""
+    block = grad_modes.permute(1, 2, 0).reshape(*grad_modes.shape[1:], *index.kept)
+    return scatter_modes(block, index.w_index, index.n_last, weight_shape[2:])
+
+
+def forward_modes(
+    x: torch.Tensor, weight: torch.Tensor, index: ModeIndex, out_grid: Sequence[int],
+    channels_last: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(y, x_modes)`` in either layout; ``x_modes`` is ``(modes, batch, in)`` complex.
+
+    ``x`` may be float32, float64 or bfloat16; the channel mixing runs in (at least) float32
+    complex and ``y`` has the dtype of ``x``.
+    """
+    batch = x.shape[0]
+    in_grid = x.shape[1:-1] if channels_last else x.shape[2:]
+    plan = plan_for(index, in_grid, out_grid, x.dtype, x.device)
+    n_kept = _prod(plan.kept)
+    x_modes = to_modes(analysis(x, plan, channels_last), batch,
+                       x.shape[-1] if channels_last else x.shape[1], n_kept, channels_last)
+    w = weight_modes(weight, index)
+    z = torch.bmm(x_modes.to(w.dtype), w)  # (modes, batch, out)
+    y = synthesis(from_modes(z, channels_last, x.dtype), plan, channels_last, batch,
+                  weight.shape[1])
+    return y, x_modes
+
+
+def backward_modes(
+    grad_y: torch.Tensor, x_modes: torch.Tensor, weight: torch.Tensor, index: ModeIndex,
+    in_grid: Sequence[int], channels_last: bool, grad_x: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients ``(grad_x, grad_weight)`` of :func:`forward_modes`.
+
+    With ``grad_x`` given (the layout and dtype of the input), the input gradient is added
+    into it and returned.
+    """
+    batch = grad_y.shape[0]
+    out_grid = grad_y.shape[1:-1] if channels_last else grad_y.shape[2:]
+    in_channels, out_channels = weight.shape[:2]
+    plan = plan_for(index, in_grid, out_grid, grad_y.dtype, grad_y.device)
+    n_kept = _prod(plan.kept)
+    g = to_modes(synthesis_adjoint(grad_y, plan, channels_last), batch, out_channels, n_kept,
+                 channels_last).to(weight.dtype)
+    # g: (modes, batch, out)
+    w = weight_modes(weight, index)
+    grad_x_modes = torch.bmm(g, w.conj().transpose(1, 2))
+    grad_w = torch.bmm(x_modes.to(weight.dtype).conj().transpose(1, 2), g)
+    grad_x = analysis_adjoint(from_modes(grad_x_modes, channels_last, grad_y.dtype), plan,
+                              channels_last, batch, in_channels, grad_x)
+    return grad_x, weight_grad(grad_w, index, weight.shape)
 
 
 def cpu_forward(
@@ -150,13 +310,9 @@ def cpu_forward(
     >>> y.shape, x_modes.shape
     (torch.Size([2, 4, 16, 16]), torch.Size([2, 3, 6, 4]))
     """
-    last, dims = _matrices(index, x.shape[2:], out_grid, x.dtype, x.device)
-    x_ft = _analysis(x, last, dims)
-    # x_ft: (batch, in_channels, *kept)
-    w = gather_modes(weight, index.w_index, index.n_last)
-    z = torch.bmm(_modes_first(x_ft), _modes_first(w))
-    # z: (modes, batch, out_channels)
-    return _synthesis(_modes_last(z, index.kept), last, dims), x_ft
+    y, x_modes = forward_modes(x.contiguous(), weight, index, out_grid, channels_last=False)
+    # x_modes: (modes, batch, in) -> (batch, in, *kept)
+    return y, x_modes.permute(1, 2, 0).reshape(*x_modes.shape[1:], *index.kept)
 
 
 def cpu_backward(
@@ -164,12 +320,6 @@ def cpu_backward(
     in_grid: Sequence[int],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients ``(grad_x, grad_weight)`` of :func:`cpu_forward` (adjoint DFTs)."""
-    last, dims = _matrices(index, in_grid, grad_y.shape[2:], grad_y.dtype, grad_y.device)
-    g = _modes_first(_synthesis_adjoint(grad_y, last, dims))
-    # g: (modes, batch, out_channels)
-    x_ft = _modes_first(x_modes)
-    w = _modes_first(gather_modes(weight, index.w_index, index.n_last))
-    grad_x = _analysis_adjoint(_modes_last(torch.bmm(g, w.conj().transpose(1, 2)), index.kept),
-                               last, dims)
-    grad_w_block = _modes_last(torch.bmm(x_ft.conj().transpose(1, 2), g), index.kept)
-    return grad_x, scatter_modes(grad_w_block, index.w_index, index.n_last, weight.shape[2:])
+    modes = x_modes.reshape(*x_modes.shape[:2], -1).permute(2, 0, 1)
+    return backward_modes(grad_y.contiguous(), modes, weight, index, in_grid,
+                          channels_last=False)
