@@ -124,6 +124,8 @@ def extensions() -> list[Extension]:
             "nol_fast._C",
             sources=sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc").glob("*.cpp")),
             include_dirs=[pybind11.get_include(), "csrc"],
+            # Headers hold the kernels' loops: an incremental build must notice their changes.
+            depends=sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc").glob("*.h")),
             extra_compile_args=CXX_FLAGS,
             extra_link_args=["-fopenmp"],
             language="c++",

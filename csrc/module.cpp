@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "multi_tensor_optim.h"
+#include "pointwise_epilogue.h"
 
 #ifdef NOL_FAST_WITH_CUDA
 #include <cuda_runtime_api.h>
@@ -54,6 +55,55 @@ void multi_tensor_step_cpu(const std::vector<int64_t>& table, int dtype, double 
                                   pointer<const float>(found_inf), num_threads);
 }
 
+void check_codes(int act, int skip, int storage, const char* name) {
+  if (act < 0 || act > 4 || skip < 0 || skip > 2 || storage < 0 || storage > 1) {
+    throw std::invalid_argument(std::string(name) + ": activation, skip or storage code out of "
+                                "range");
+  }
+}
+
+void epilogue_forward(int64_t rows, int64_t cols, int64_t y, int64_t bias, int64_t x,
+                      int64_t gamma, int64_t pre, int64_t out, int act, int skip, int storage,
+                      int num_threads) {
+  check_codes(act, skip, storage, "epilogue_forward");
+  const nol_fast::EpilogueForward args{rows,
+                                       cols,
+                                       pointer<const void>(y),
+                                       pointer<const float>(bias),
+                                       pointer<const void>(x),
+                                       pointer<const float>(gamma),
+                                       pointer<void>(pre),
+                                       pointer<void>(out),
+                                       static_cast<nol_fast::Activation>(act),
+                                       static_cast<nol_fast::SkipKind>(skip),
+                                       static_cast<nol_fast::Storage>(storage)};
+  py::gil_scoped_release release;
+  nol_fast::epilogue_forward(args, num_threads);
+}
+
+void epilogue_backward(int64_t rows, int64_t cols, int64_t grad_out, int64_t pre,
+                       int64_t grad_pre, int64_t grad_bias, int64_t x, int64_t gamma,
+                       int64_t grad_gamma, int64_t grad_x, bool accumulate_x, int act, int skip,
+                       int storage, int num_threads) {
+  check_codes(act, skip, storage, "epilogue_backward");
+  const nol_fast::EpilogueBackward args{rows,
+                                        cols,
+                                        pointer<const void>(grad_out),
+                                        pointer<const void>(pre),
+                                        pointer<void>(grad_pre),
+                                        pointer<float>(grad_bias),
+                                        pointer<const void>(x),
+                                        pointer<const float>(gamma),
+                                        pointer<float>(grad_gamma),
+                                        pointer<void>(grad_x),
+                                        accumulate_x,
+                                        static_cast<nol_fast::Activation>(act),
+                                        static_cast<nol_fast::SkipKind>(skip),
+                                        static_cast<nol_fast::Storage>(storage)};
+  py::gil_scoped_release release;
+  nol_fast::epilogue_backward(args, num_threads);
+}
+
 #ifdef NOL_FAST_WITH_CUDA
 void multi_tensor_step_cuda(int64_t meta, int64_t chunks, int64_t n_chunks, int64_t block,
                             int64_t coefs, int64_t grad_scale, int64_t found_inf,
@@ -84,6 +134,19 @@ PYBIND11_MODULE(_C, m) {
         py::arg("eps"), py::arg("weight_decay"), py::arg("decoupled"), py::arg("amsgrad"),
         py::arg("maximize"), py::arg("adabound"), py::arg("base_lr"), py::arg("final_lr"),
         py::arg("gamma"), py::arg("grad_scale"), py::arg("found_inf"), py::arg("num_threads"));
+  m.def("epilogue_forward", &epilogue_forward,
+        "pre = y + bias + skip(x); out = act(pre) over a channels-last (rows, cols) matrix (see "
+        "nol_fast.ops.pointwise.epilogue).",
+        py::arg("rows"), py::arg("cols"), py::arg("y"), py::arg("bias"), py::arg("x"),
+        py::arg("gamma"), py::arg("pre"), py::arg("out"), py::arg("act"), py::arg("skip"),
+        py::arg("storage"), py::arg("num_threads"));
+  m.def("epilogue_backward", &epilogue_backward,
+        "Gradient of epilogue_forward: grad_pre, per-channel sums and the skip gradient (see "
+        "nol_fast.ops.pointwise.epilogue).",
+        py::arg("rows"), py::arg("cols"), py::arg("grad_out"), py::arg("pre"),
+        py::arg("grad_pre"), py::arg("grad_bias"), py::arg("x"), py::arg("gamma"),
+        py::arg("grad_gamma"), py::arg("grad_x"), py::arg("accumulate_x"), py::arg("act"),
+        py::arg("skip"), py::arg("storage"), py::arg("num_threads"));
 #ifdef NOL_FAST_WITH_CUDA
   m.attr("has_cuda") = true;
   m.def("multi_tensor_step_cuda", &multi_tensor_step_cuda,

@@ -1,0 +1,74 @@
+// Fused epilogues of the channels-last FNO layers on the CPU: the elementwise work that follows
+// (forward) or precedes (backward) each GEMM of a pointwise layer, done in one pass.
+//
+// A channels-last activation is a (rows, cols) matrix: one row per grid point of every sample,
+// one column per channel, so every per-channel parameter (bias, soft-gating factor) is indexed
+// by the column. The GEMMs themselves run in torch (MKL / oneDNN); these kernels replace the
+// chains of bias adds, skip sums, activations, activation gradients and per-channel reductions
+// that would otherwise read and write the whole activation once per operation.
+//
+// Activations are stored as float32 or bfloat16 (the layers' autocast dtype); arithmetic is in
+// float32 and per-channel reductions accumulate in double, so results do not depend on the
+// number of threads beyond float32 rounding of the stored values. Like the optimizer kernels,
+// the Python side (nol_fast/ops/pointwise/epilogue.py) passes tensors as addresses, so nothing
+// here includes torch headers.
+#pragma once
+
+#include <cstdint>
+
+namespace nol_fast {
+
+enum class Activation : int { kNone = 0, kGelu = 1, kRelu = 2, kSilu = 3, kTanh = 4 };
+// What the skip path adds: nothing, the input itself, or the input scaled per channel.
+enum class SkipKind : int { kNone = 0, kIdentity = 1, kScale = 2 };
+enum class Storage : int { kFloat32 = 0, kBFloat16 = 1 };
+
+// pre = y + bias + skip(x); out = act(pre).
+// `y` is read; `pre` (may be null, or equal to `y`) receives the pre-activation, which the
+// backward pass needs; `out` receives the activation (it may equal `y` or `pre`).
+struct EpilogueForward {
+  int64_t rows;
+  int64_t cols;
+  const void* y;
+  const float* bias;   // (cols) or null
+  const void* x;       // (rows, cols) skip input, null unless skip != kNone
+  const float* gamma;  // (cols), kScale only
+  void* pre;
+  void* out;
+  Activation act;
+  SkipKind skip;
+  Storage storage;
+};
+
+// grad_pre = grad_out * act'(pre); grad_bias = sum over rows of grad_pre;
+// grad_gamma = sum over rows of grad_pre * x (kScale); grad_x (+)= grad_pre * gamma (kScale) or
+// grad_pre (kIdentity). With act == kNone, `pre` may be null and grad_pre equals grad_out (it
+// may then be null too, when only the reductions and grad_x are wanted).
+struct EpilogueBackward {
+  int64_t rows;
+  int64_t cols;
+  const void* grad_out;
+  const void* pre;
+  void* grad_pre;
+  float* grad_bias;   // (cols) or null
+  const void* x;      // (rows, cols), kScale only
+  const float* gamma;  // (cols), kScale only
+  float* grad_gamma;  // (cols), kScale only
+  void* grad_x;       // (rows, cols) or null
+  bool accumulate_x;  // add into grad_x instead of overwriting it
+  Activation act;
+  SkipKind skip;
+  Storage storage;
+};
+
+void epilogue_forward(const EpilogueForward& args, int num_threads);
+void epilogue_backward(const EpilogueBackward& args, int num_threads);
+
+namespace detail {
+// The loops compiled for AVX-512 (pointwise_epilogue_avx512.cpp); called only on CPUs that
+// have it.
+void epilogue_forward_avx512(const EpilogueForward& args, int num_threads);
+void epilogue_backward_avx512(const EpilogueBackward& args, int num_threads);
+}  // namespace detail
+
+}  // namespace nol_fast

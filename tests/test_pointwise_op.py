@@ -1,0 +1,196 @@
+"""The fused C++ epilogues and the nol_fast::channel_mlp op against plain torch.
+
+The oracle is torch itself: the epilogues against the chain of torch ops they replace (with
+autograd for the gradients), the op's ``'cpu'`` backend against its ``'reference'`` backend
+computed in float64. Shapes are odd on purpose (rows and channels that fill no vector), and
+bfloat16 results must stay within twice the error of torch's own bfloat16 computation.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from nol_fast.ops.pointwise import ACTIVATIONS, channel_mlp, resolve_layer_backend
+from nol_fast.ops.pointwise.epilogue import epilogue_backward, epilogue_forward
+
+from tests.conftest import require_extension
+
+ACTS = ["none", *ACTIVATIONS]
+SKIPS = ["none", "identity", "scale"]
+
+
+@pytest.fixture(autouse=True)
+def _extension():
+    require_extension()
+
+
+def torch_epilogue(y, bias, activation, x, gamma):
+    pre = y + bias
+    if x is not None:
+        pre = pre + (x if gamma is None else gamma * x)
+    return pre, ACTIVATIONS.get(activation, lambda t: t)(pre)
+
+
+def relative(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
+
+
+@pytest.mark.parametrize("skip", SKIPS)
+@pytest.mark.parametrize("activation", ACTS)
+def test_epilogues_match_torch_float32(activation, skip):
+    torch.manual_seed(0)
+    rows, cols = 1037, 19  # spans several tiles with a ragged last one; 19 channels
+    y, x = torch.randn(rows, cols) * 3, torch.randn(rows, cols)
+    bias, gamma = torch.randn(cols), torch.randn(cols)
+    skip_x = None if skip == "none" else x
+    skip_gamma = gamma if skip == "scale" else None
+
+    leaves = [t.clone().requires_grad_() for t in (y, bias, x, gamma)]
+    pre_ref, out_ref = torch_epilogue(leaves[0], leaves[1], activation,
+                                      None if skip == "none" else leaves[2],
+                                      leaves[3] if skip == "scale" else None)
+    grad_out = torch.randn(rows, cols)
+    out_ref.backward(grad_out)
+
+    pre, out = epilogue_forward(y.clone(), bias, activation, skip_x, skip_gamma)
+    torch.testing.assert_close(pre, pre_ref.detach(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(out, out_ref.detach(), rtol=1e-5, atol=2e-6)
+
+    grad_x = torch.randn(rows, cols)  # accumulate into an existing gradient
+    grad_pre, grad_bias, grad_gamma, grad_x_out = epilogue_backward(
+        grad_out, None if activation == "none" else pre, activation, True, skip_x, skip_gamma,
+        grad_x.clone() if skip != "none" else None)
+    torch.testing.assert_close(grad_pre, leaves[0].grad, rtol=1e-5, atol=2e-6)
+    torch.testing.assert_close(grad_bias, leaves[1].grad, rtol=1e-5, atol=1e-4)
+    if skip == "none":
+        assert grad_x_out is None and grad_gamma is None
+    else:
+        torch.testing.assert_close(grad_x_out, grad_x + leaves[2].grad, rtol=1e-5, atol=2e-6)
+    if skip == "scale":
+        torch.testing.assert_close(grad_gamma, leaves[3].grad, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("activation", ["gelu", "silu", "tanh"])
+def test_epilogues_bfloat16_within_twice_torch_error(activation):
+    torch.manual_seed(1)
+    rows, cols = 517, 24
+    y, x = torch.randn(rows, cols) * 2, torch.randn(rows, cols)
+    bias, gamma = torch.randn(cols), torch.randn(cols)
+    exact_pre, exact = torch_epilogue(y.double(), bias.double(), activation, x.double(),
+                                      gamma.double())
+    torch_pre, torch_out = torch_epilogue(y.bfloat16(), bias.bfloat16(), activation,
+                                          x.bfloat16(), gamma.bfloat16())
+    _, out = epilogue_forward(y.bfloat16(), bias, activation, x.bfloat16(), gamma)
+    assert relative(out, exact) <= 2 * relative(torch_out, exact)
+
+    grad_out = torch.randn(rows, cols)
+    exact_grad = torch.autograd.grad(
+        ACTIVATIONS[activation](exact_pre.requires_grad_()), exact_pre, grad_out.double())[0]
+    torch_grad = torch.autograd.grad(
+        ACTIVATIONS[activation](torch_pre.requires_grad_()), torch_pre, grad_out.bfloat16())[0]
+    grad_pre = epilogue_backward(grad_out.bfloat16(), exact_pre.bfloat16(), activation)[0]
+    assert relative(grad_pre, exact_grad) <= 2 * relative(torch_grad, exact_grad)
+
+
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+def test_epilogue_nan_propagates_and_large_inputs_stay_finite(activation):
+    # A NaN must survive (the trainer's non-finite checks rely on it); inputs far outside
+    # the polynomial ranges must give torch's limits.
+    y = torch.tensor([[float("nan"), -200.0, -30.0, 30.0, 200.0]])
+    _, out = epilogue_forward(y.clone(), torch.zeros(5), activation)
+    assert torch.isnan(out[0, 0])
+    torch.testing.assert_close(out[0, 1:], ACTIVATIONS[activation](y[0, 1:]))
+    leaf = y.clone().requires_grad_()
+    ACTIVATIONS[activation](leaf).sum().backward()
+    grad = epilogue_backward(torch.ones_like(y), y, activation)[0]
+    torch.testing.assert_close(grad, leaf.grad, equal_nan=True, rtol=1e-5, atol=1e-6)
+
+
+def test_epilogue_rejects_mismatched_inputs():
+    with pytest.raises(ValueError, match=r"bias must be a contiguous torch.float32 CPU tensor "
+                                         r"of shape \(4,\)"):
+        epilogue_forward(torch.zeros(3, 4), torch.zeros(5), "gelu")
+
+
+def mlp_params(widths, requires_grad=True):
+    weights = [torch.randn(o, i) / i ** 0.5 for i, o in zip(widths[:-1], widths[1:], strict=True)]
+    biases = [torch.randn(o) * 0.1 for o in widths[1:]]
+    return [t.requires_grad_(requires_grad) for t in weights], [
+        t.requires_grad_(requires_grad) for t in biases]
+
+
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+@pytest.mark.parametrize("widths", [(3, 17, 5), (5, 7, 9, 2), (4, 1)])
+def test_channel_mlp_cpu_matches_float64_reference(widths, activation):
+    torch.manual_seed(2)
+    weights, biases = mlp_params(widths)
+    x = torch.randn(2, 11, 13, widths[0], requires_grad=True)
+    leaves = [x, *weights, *biases]
+    out = channel_mlp(x, weights, biases, activation, backend="cpu")
+    grad_out = torch.randn_like(out)
+    grads = torch.autograd.grad(out, leaves, grad_out)
+
+    doubles = [t.detach().double().requires_grad_() for t in leaves]
+    n = len(weights)
+    exact = channel_mlp(doubles[0], doubles[1:1 + n], doubles[1 + n:], activation)
+    exact_grads = torch.autograd.grad(exact, doubles, grad_out.double())
+    torch.testing.assert_close(out, exact.float(), rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads, exact_grads, strict=True):
+        torch.testing.assert_close(got, want.float(), rtol=1e-4, atol=1e-4)
+
+
+def test_channel_mlp_bfloat16_within_twice_torch_error():
+    torch.manual_seed(3)
+    weights, biases = mlp_params((3, 32, 8))
+    x = torch.randn(4, 9, 10, 3)
+    leaves = [x.requires_grad_(), *weights, *biases]
+    grad_out = torch.randn(4, 9, 10, 8)
+
+    def run(dtype, backend):
+        outs = channel_mlp(x if dtype is None else x, weights, biases, "gelu", backend)
+        return [outs, *torch.autograd.grad(outs, leaves, grad_out.to(outs.dtype))]
+
+    doubles = [t.detach().double().requires_grad_() for t in leaves]
+    exact = channel_mlp(doubles[0], doubles[1:3], doubles[3:], "gelu")
+    exact = [exact, *torch.autograd.grad(exact, doubles, grad_out.double())]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = run(torch.bfloat16, "cpu")
+        theirs = run(torch.bfloat16, "reference")
+    assert ours[0].dtype == torch.bfloat16 and ours[2].dtype == torch.float32
+    for got, torch_value, want in zip(ours, theirs, exact, strict=True):
+        assert relative(got, want) <= 2 * relative(torch_value, want)
+
+
+def test_channel_mlp_opcheck_and_fake():
+    weights, biases = mlp_params((4, 6, 3), requires_grad=False)
+    torch.library.opcheck(torch.ops.nol_fast.channel_mlp.default,
+                          (torch.randn(2, 5, 4), weights, biases, "gelu"))
+
+
+def test_layer_backend_selection(monkeypatch):
+    cpu32, cpu64 = torch.zeros(1), torch.zeros(1, dtype=torch.float64)
+    assert resolve_layer_backend(None, cpu32) == "cpu"
+    assert resolve_layer_backend(None, cpu64) == "reference"
+    monkeypatch.setenv("NOL_FAST_BACKEND", "reference")
+    assert resolve_layer_backend(None, cpu32) == "reference"
+    monkeypatch.setenv("NOL_FAST_BACKEND", "triton")  # another op's backend: ignored here
+    assert resolve_layer_backend(None, cpu32) == "cpu"
+    with pytest.raises(RuntimeError, match="computes in float32 or bfloat16"):
+        resolve_layer_backend("cpu", cpu64)
+    with pytest.raises(ValueError, match="unknown channels-last layer backend 'fast'"):
+        resolve_layer_backend("fast", cpu32)
+
+
+def test_channel_mlp_unknown_activation():
+    with pytest.raises(ValueError, match="unknown activation 'elu'"):
+        channel_mlp(torch.zeros(2, 3), [torch.zeros(2, 3)], [torch.zeros(2)], "elu")
+
+
+def test_reference_mlp_is_torch_linear_chain():
+    torch.manual_seed(4)
+    weights, biases = mlp_params((3, 5, 2), requires_grad=False)
+    x = torch.randn(7, 3)
+    expected = F.linear(F.gelu(F.linear(x, weights[0], biases[0])), weights[1], biases[1])
+    torch.testing.assert_close(channel_mlp(x, weights, biases, backend="reference"), expected)
