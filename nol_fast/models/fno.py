@@ -13,7 +13,13 @@ and the parameter count of neuraloperator's default ``FNO`` with the same argume
 
 Every layer acts pointwise or on a fixed set of Fourier modes, so the same weights apply to
 any grid size; ``output_shape`` and ``resolution_scaling_factor`` evaluate the output on a
-different grid (super-resolution). :meth:`FNO.from_neuralop` and :meth:`FNO.to_neuralop`
+different grid (super-resolution).
+
+Layout: on the CPU, the activations between the input and the output live channels-last,
+``(batch, *grid, channels)``, where every pointwise layer is one GEMM and each Fourier block
+is one fused op (:mod:`nol_fast.ops.fno_block`); the layers' parameters, the state dict and
+the input and output stay channels-first. Other devices, blocks that change the grid and
+spectral layers given an explicit non-CPU backend run the channels-first layers. :meth:`FNO.from_neuralop` and :meth:`FNO.to_neuralop`
 convert models (see :mod:`nol_fast.models.interop`).
 """
 
@@ -231,6 +237,18 @@ class FNO(NeuralOperatorBase):
         # x: (batch, in_channels, *grid)
         self.check_input(x)
         widths, block_shapes, crops = self._plan(tuple(x.shape[2:]), output_shape)
+        if self._channels_last_path(x, block_shapes):
+            return self._forward_channels_last(x, widths, crops)
+        return self._forward_channels_first(x, widths, block_shapes, crops)
+
+    def _channels_last_path(self, x: torch.Tensor, block_shapes: list[Shape | None]) -> bool:
+        """Whether the forward pass runs channels-last (see the module docstring)."""
+        return (x.device.type == "cpu" and all(shape is None for shape in block_shapes)
+                and all(block.spectral.backend in (None, "auto", "cpu") for block in self.blocks))
+
+    def _forward_channels_first(self, x: torch.Tensor, widths: tuple[int, ...],
+                                block_shapes: list[Shape | None], crops: tuple[int, ...]
+                                ) -> torch.Tensor:
         if self.embedding is not None:
             x = self.embedding(x)
         x = self.lifting(x)
@@ -242,6 +260,21 @@ class FNO(NeuralOperatorBase):
         if any(crops):
             x = crop(x, crops)
         return self.projection(x)  # (batch, out_channels, *output_grid)
+
+    def _forward_channels_last(self, x: torch.Tensor, widths: tuple[int, ...],
+                               crops: tuple[int, ...]) -> torch.Tensor:
+        h = x.movedim(1, -1)
+        # h: (batch, *grid, in_channels)
+        if self.embedding is not None:
+            h = self.embedding.forward_channels_last(h)
+        h = self.lifting.forward_channels_last(h)
+        if any(widths):
+            h = pad(h, widths, channels_last=True)
+        for block in self.blocks:
+            h = block.forward_channels_last(h)
+        if any(crops):
+            h = crop(h, crops, channels_last=True)
+        return self.projection.forward_channels_last(h).movedim(-1, 1).contiguous()
 
     @classmethod
     def from_neuralop(cls, model: Any) -> FNO:

@@ -3,7 +3,11 @@
 The FNO lifts its input, projects its output and mixes channels inside every Fourier block
 with such maps. They act on each grid point alone, so they apply to any grid size. A pointwise
 layer is a ``Conv1d`` with kernel size 1 run over the flattened grid, which keeps one weight
-layout, ``(out_channels, in_channels, 1)``, for 1-D, 2-D and 3-D models.
+layout, ``(out_channels, in_channels, 1)``, for 1-D, 2-D and 3-D models (and neuraloperator's).
+
+On channels-last activations ``(batch, *grid, channels)``, :meth:`ChannelMLP.forward_channels_last`
+runs the same MLP as the ``nol_fast::channel_mlp`` op (:mod:`nol_fast.ops.pointwise`): one GEMM
+per layer with fused bias and activation, the FNO's fast CPU path.
 """
 
 from __future__ import annotations
@@ -12,14 +16,8 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "gelu": F.gelu,
-    "relu": F.relu,
-    "silu": F.silu,
-    "tanh": torch.tanh,
-}
+from nol_fast.ops.pointwise import ACTIVATIONS, channel_mlp
 
 
 def check_activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -52,6 +50,11 @@ class Pointwise(nn.Conv1d):
         # x: (batch, in_channels, *grid) -> (batch, in_channels, n_points)
         y = super().forward(x.flatten(2))
         return y.unflatten(2, x.shape[2:])  # (batch, out_channels, *grid)
+
+    @property
+    def matrix(self) -> torch.Tensor:
+        """The weight as an ``(out_channels, in_channels)`` matrix (a view)."""
+        return self.weight.view(self.out_channels, self.in_channels)
 
 
 class ChannelMLP(nn.Module):
@@ -92,3 +95,8 @@ class ChannelMLP(nn.Module):
             if i < len(self.layers) - 1:
                 x = self._act(x)
         return x  # (batch, out_channels, *grid)
+
+    def forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        """The same MLP on ``x: (batch, *grid, in_channels)`` (see the module docstring)."""
+        return channel_mlp(x, [layer.matrix for layer in self.layers],
+                           [layer.bias for layer in self.layers], self.activation)

@@ -40,3 +40,9 @@ class GridEmbedding(nn.Module):
         coords = uniform_grid(x.shape[2:], device=x.device, dtype=x.dtype).movedim(-1, 0)
         # coords: (n_dims, *grid) -> (batch, n_dims, *grid)
         return torch.cat([x, coords.expand(x.shape[0], *coords.shape)], dim=1)
+
+    def forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        """The same on ``x: (batch, *grid, channels)``: coordinates appended last."""
+        coords = uniform_grid(x.shape[1:-1], device=x.device, dtype=x.dtype)
+        # coords: (*grid, n_dims) -> (batch, *grid, n_dims)
+        return torch.cat([x, coords.expand(x.shape[0], *coords.shape)], dim=-1)

@@ -10,6 +10,10 @@ block of a model::
 
 When the block changes the grid (``output_shape``), the spectral convolution evaluates its
 output on the new grid and the skip paths are interpolated with :func:`resample`.
+
+:meth:`FNOBlock.forward_channels_last` computes the same block on channels-last activations
+``(batch, *grid, channels)`` as one ``nol_fast::fno_block`` op (:mod:`nol_fast.ops.fno_block`),
+the FNO's fast CPU path.
 """
 
 from __future__ import annotations
@@ -19,10 +23,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from nol_fast.models.layers.channel_mlp import ChannelMLP, check_activation
+from nol_fast.models.layers.channel_mlp import ChannelMLP, Pointwise, check_activation
 from nol_fast.models.layers.resample import resample
 from nol_fast.models.layers.skip import skip_connection
 from nol_fast.models.spectral_conv import SpectralConv
+from nol_fast.ops.fno_block import BlockParams, BlockSpec, fno_block
 
 
 class FNOBlock(nn.Module):
@@ -80,6 +85,9 @@ class FNOBlock(nn.Module):
         self.channel_mlp_skip = (
             skip_connection(channel_mlp_skip, channels) if use_channel_mlp else None
         )
+        self._spec = BlockSpec(tuple(n_modes), fno_skip or "none",
+                               (channel_mlp_skip or "none") if use_channel_mlp else "none",
+                               "none" if last else activation, use_channel_mlp)
 
     def forward(
         self, x: torch.Tensor, output_shape: Sequence[int] | None = None
@@ -103,3 +111,22 @@ class FNOBlock(nn.Module):
         if not self.last:
             y = self._act(y)
         return y
+
+    def forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        """The block on ``x: (batch, *grid, channels)``, on its grid (see the module docstring)."""
+        return fno_block(x, self._params(), self._spec)
+
+    def _params(self) -> BlockParams:
+        def skip_weight(module: nn.Module | None) -> torch.Tensor | None:
+            if isinstance(module, Pointwise):
+                return module.matrix
+            return getattr(module, "weight", None)  # soft-gating factors, or no parameter
+
+        params = BlockParams(self.spectral.weight, self.spectral.bias,
+                             skip_weight(self.fno_skip))
+        if self.channel_mlp is not None:
+            layers = self.channel_mlp.layers
+            params.mlp_weights = (layers[0].matrix, layers[1].matrix)
+            params.mlp_biases = (layers[0].bias, layers[1].bias)
+            params.mlp_skip = skip_weight(self.channel_mlp_skip)
+        return params

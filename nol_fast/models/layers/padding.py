@@ -52,12 +52,21 @@ def padding_widths(grid: Sequence[int], fractions: Sequence[float]) -> tuple[int
     return tuple(round(f * n) for f, n in zip(fractions, grid, strict=True))
 
 
-def pad(x: torch.Tensor, widths: Sequence[int]) -> torch.Tensor:
-    """Zero-pad ``x: (batch, channels, *grid)`` by ``widths[d]`` on both sides of dim ``d``."""
+def pad(x: torch.Tensor, widths: Sequence[int], channels_last: bool = False) -> torch.Tensor:
+    """Zero-pad ``x: (batch, channels, *grid)`` by ``widths[d]`` on both sides of dim ``d``.
+
+    With ``channels_last``, ``x`` is ``(batch, *grid, channels)``.
+    """
     # F.pad takes (before, after) pairs starting from the last dimension.
-    return F.pad(x, [w for width in reversed(widths) for w in (width, width)])
+    pairs = [w for width in reversed(widths) for w in (width, width)]
+    return F.pad(x, [0, 0, *pairs] if channels_last else pairs)
 
 
-def crop(x: torch.Tensor, widths: Sequence[int]) -> torch.Tensor:
-    """Remove ``widths[d]`` points from both sides of grid dim ``d`` of ``x``."""
-    return x[(..., *(slice(w, x.shape[2 + d] - w) for d, w in enumerate(widths)))]
+def crop(x: torch.Tensor, widths: Sequence[int], channels_last: bool = False) -> torch.Tensor:
+    """Remove ``widths[d]`` points from both sides of grid dim ``d`` of ``x``.
+
+    With ``channels_last``, ``x`` is ``(batch, *grid, channels)``.
+    """
+    first = 1 if channels_last else 2
+    index = tuple(slice(w, x.shape[first + d] - w) for d, w in enumerate(widths))
+    return x[(slice(None), *index)] if channels_last else x[(..., *index)]
