@@ -218,16 +218,38 @@ def test_skip_nonfinite_skips_the_step_and_counts_it(loaders):
     assert all(math.isfinite(v) for v in history["train_loss"])
 
 
-def test_mixed_precision_on_cpu_is_a_logged_no_op(loaders, caplog):
+def test_mixed_precision_on_cpu_trains_in_bf16_where_native(loaders, caplog, monkeypatch):
+    from nol_fast.training import precision
+
     train, _ = loaders
-    model = TinyNet()
-    with caplog.at_level(logging.INFO, logger="nol_fast"):
-        trainer = Trainer(model, train, None, torch.optim.Adam(model.parameters()),
-                          config=TrainingConfig(mixed_precision=True))
-    assert trainer.amp_dtype is None
-    assert "mixed_precision is ignored on cpu" in caplog.text
-    trainer.train(1)
-    assert all(p.dtype == torch.float32 for p in model.parameters())
+    for native, expected in ((True, torch.bfloat16), (False, None)):
+        monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda native=native: native)
+        precision._log_cpu_float32.cache_clear()
+        model = TinyNet()
+        seen = []
+        model.register_forward_hook(lambda module, args, out: seen.append(
+            (torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"))))
+        with caplog.at_level(logging.INFO, logger="nol_fast"):
+            trainer = Trainer(model, train, None, torch.optim.Adam(model.parameters()),
+                              config=TrainingConfig(mixed_precision=True))
+        assert trainer.amp_dtype is expected
+        trainer.train(1)
+        # Weights and the optimizer state stay float32; the forward ran under autocast.
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+        assert seen[0] == ((True, torch.bfloat16) if native else (False, seen[0][1]))
+        logged = "no native bfloat16" in caplog.text
+        assert logged is not native
+        caplog.clear()
+
+
+def test_native_bf16_check_agrees_with_cpu_flags():
+    from nol_fast.training.precision import cpu_has_native_bf16
+
+    try:
+        flags = open("/proc/cpuinfo").read().split()
+    except OSError:
+        pytest.skip("no /proc/cpuinfo")
+    assert cpu_has_native_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
 
 
 def test_loss_with_inputs_and_components_is_logged(loaders):

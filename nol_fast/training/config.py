@@ -19,8 +19,9 @@ class TrainingConfig:
     epochs, batch_size, learning_rate, weight_decay, optimizer, scheduler, warmup_steps
         Used by the CLI and config-driven scripts to build the loop's parts.
     mixed_precision
-        Autocast in bf16 on CUDA (fp16 with a GradScaler where bf16 is unsupported). On the CPU
-        it is logged once and ignored: CPU autocast slows most CPUs down.
+        Autocast in bf16 on CUDA (fp16 with a GradScaler where bf16 is unsupported), and in bf16
+        on CPUs with native bf16 arithmetic (AVX-512 BF16 or AMX); other CPUs train in fp32 and
+        say so once in the log. Weights, optimizer state and losses stay fp32.
     gradient_clipping
         Maximum global gradient norm; ``0`` or ``None`` disables clipping.
     gradient_accumulation_steps
