@@ -63,16 +63,19 @@ void check_codes(int act, int skip, int storage, const char* name) {
 }
 
 void epilogue_forward(int64_t rows, int64_t cols, int64_t y, int64_t bias, int64_t x,
-                      int64_t gamma, int64_t pre, int64_t out, int act, int skip, int storage,
-                      int num_threads) {
+                      int64_t gamma, int64_t act_grad, int64_t out, int act, int skip,
+                      int storage, int num_threads) {
   check_codes(act, skip, storage, "epilogue_forward");
+  if (act == 0 && act_grad != 0) {
+    throw std::invalid_argument("epilogue_forward: no activation, so no act_grad to keep");
+  }
   const nol_fast::EpilogueForward args{rows,
                                        cols,
                                        pointer<const void>(y),
                                        pointer<const float>(bias),
                                        pointer<const void>(x),
                                        pointer<const float>(gamma),
-                                       pointer<void>(pre),
+                                       pointer<void>(act_grad),
                                        pointer<void>(out),
                                        static_cast<nol_fast::Activation>(act),
                                        static_cast<nol_fast::SkipKind>(skip),
@@ -81,15 +84,15 @@ void epilogue_forward(int64_t rows, int64_t cols, int64_t y, int64_t bias, int64
   nol_fast::epilogue_forward(args, num_threads);
 }
 
-void epilogue_backward(int64_t rows, int64_t cols, int64_t grad_out, int64_t pre,
+void epilogue_backward(int64_t rows, int64_t cols, int64_t grad_out, int64_t act_grad,
                        int64_t grad_pre, int64_t grad_bias, int64_t x, int64_t gamma,
-                       int64_t grad_gamma, int64_t grad_x, bool accumulate_x, int act, int skip,
+                       int64_t grad_gamma, int64_t grad_x, bool accumulate_x, int skip,
                        int storage, int num_threads) {
-  check_codes(act, skip, storage, "epilogue_backward");
+  check_codes(0, skip, storage, "epilogue_backward");
   const nol_fast::EpilogueBackward args{rows,
                                         cols,
                                         pointer<const void>(grad_out),
-                                        pointer<const void>(pre),
+                                        pointer<const void>(act_grad),
                                         pointer<void>(grad_pre),
                                         pointer<float>(grad_bias),
                                         pointer<const void>(x),
@@ -97,7 +100,6 @@ void epilogue_backward(int64_t rows, int64_t cols, int64_t grad_out, int64_t pre
                                         pointer<float>(grad_gamma),
                                         pointer<void>(grad_x),
                                         accumulate_x,
-                                        static_cast<nol_fast::Activation>(act),
                                         static_cast<nol_fast::SkipKind>(skip),
                                         static_cast<nol_fast::Storage>(storage)};
   py::gil_scoped_release release;
@@ -135,18 +137,18 @@ PYBIND11_MODULE(_C, m) {
         py::arg("maximize"), py::arg("adabound"), py::arg("base_lr"), py::arg("final_lr"),
         py::arg("gamma"), py::arg("grad_scale"), py::arg("found_inf"), py::arg("num_threads"));
   m.def("epilogue_forward", &epilogue_forward,
-        "pre = y + bias + skip(x); out = act(pre) over a channels-last (rows, cols) matrix (see "
-        "nol_fast.ops.pointwise.epilogue).",
+        "out = act(y + bias + skip(x)), and act' there, over a channels-last (rows, cols) "
+        "matrix (see nol_fast.ops.pointwise.epilogue).",
         py::arg("rows"), py::arg("cols"), py::arg("y"), py::arg("bias"), py::arg("x"),
-        py::arg("gamma"), py::arg("pre"), py::arg("out"), py::arg("act"), py::arg("skip"),
+        py::arg("gamma"), py::arg("act_grad"), py::arg("out"), py::arg("act"), py::arg("skip"),
         py::arg("storage"), py::arg("num_threads"));
   m.def("epilogue_backward", &epilogue_backward,
         "Gradient of epilogue_forward: grad_pre, per-channel sums and the skip gradient (see "
         "nol_fast.ops.pointwise.epilogue).",
-        py::arg("rows"), py::arg("cols"), py::arg("grad_out"), py::arg("pre"),
+        py::arg("rows"), py::arg("cols"), py::arg("grad_out"), py::arg("act_grad"),
         py::arg("grad_pre"), py::arg("grad_bias"), py::arg("x"), py::arg("gamma"),
-        py::arg("grad_gamma"), py::arg("grad_x"), py::arg("accumulate_x"), py::arg("act"),
-        py::arg("skip"), py::arg("storage"), py::arg("num_threads"));
+        py::arg("grad_gamma"), py::arg("grad_x"), py::arg("accumulate_x"), py::arg("skip"),
+        py::arg("storage"), py::arg("num_threads"));
 #ifdef NOL_FAST_WITH_CUDA
   m.attr("has_cuda") = true;
   m.def("multi_tensor_step_cuda", &multi_tensor_step_cuda,

@@ -23,14 +23,14 @@ void epilogue_forward(const EpilogueForward& args, int num_threads) {
 #if defined(__GNUC__) && defined(__x86_64__)
   if (cpu_has_avx512()) return detail::epilogue_forward_avx512(args, num_threads);
 #endif
-  dispatch<ForwardLoop>(args, num_threads);
+  dispatch_forward(args, num_threads);
 }
 
 void epilogue_backward(const EpilogueBackward& args, int num_threads) {
 #if defined(__GNUC__) && defined(__x86_64__)
   if (cpu_has_avx512()) return detail::epilogue_backward_avx512(args, num_threads);
 #endif
-  dispatch<BackwardLoop>(args, num_threads);
+  dispatch_backward(args, num_threads);
 }
 
 }  // namespace nol_fast

@@ -23,32 +23,35 @@ enum class Activation : int { kNone = 0, kGelu = 1, kRelu = 2, kSilu = 3, kTanh 
 enum class SkipKind : int { kNone = 0, kIdentity = 1, kScale = 2 };
 enum class Storage : int { kFloat32 = 0, kBFloat16 = 1 };
 
-// pre = y + bias + skip(x); out = act(pre).
-// `y` is read; `pre` (may be null, or equal to `y`) receives the pre-activation, which the
-// backward pass needs; `out` receives the activation (it may equal `y` or `pre`).
+// pre = y + bias + skip(x); out = act(pre); act_grad = act'(pre) (when not null), stored as
+// float32 next to float32 activations and as 16-bit fixed point next to bfloat16 ones (see Q16
+// in pointwise_epilogue_kernel.h).
+// The backward pass needs act'(pre) rather than pre: kept from here, where exp and erf are
+// computed anyway, it spares the backward pass their cost (GELU's gradient costs as much as
+// GELU). `out` may equal `y` (in place).
 struct EpilogueForward {
   int64_t rows;
   int64_t cols;
   const void* y;
-  const float* bias;   // (cols) or null
+  const float* bias;   // (cols)
   const void* x;       // (rows, cols) skip input, null unless skip != kNone
   const float* gamma;  // (cols), kScale only
-  void* pre;
+  void* act_grad;      // (rows, cols) or null; must be null for kNone
   void* out;
   Activation act;
   SkipKind skip;
   Storage storage;
 };
 
-// grad_pre = grad_out * act'(pre); grad_bias = sum over rows of grad_pre;
-// grad_gamma = sum over rows of grad_pre * x (kScale); grad_x (+)= grad_pre * gamma (kScale) or
-// grad_pre (kIdentity). With act == kNone, `pre` may be null and grad_pre equals grad_out (it
-// may then be null too, when only the reductions and grad_x are wanted).
+// grad_pre = grad_out * act_grad (or grad_out, when act_grad is null); grad_bias = sum over rows
+// of grad_pre; grad_gamma = sum over rows of grad_pre * x (kScale); grad_x (+)= grad_pre * gamma
+// (kScale) or grad_pre (kIdentity). `grad_pre` may be null when only the sums and grad_x are
+// wanted.
 struct EpilogueBackward {
   int64_t rows;
   int64_t cols;
   const void* grad_out;
-  const void* pre;
+  const void* act_grad;
   void* grad_pre;
   float* grad_bias;   // (cols) or null
   const void* x;      // (rows, cols), kScale only
@@ -56,7 +59,6 @@ struct EpilogueBackward {
   float* grad_gamma;  // (cols), kScale only
   void* grad_x;       // (rows, cols) or null
   bool accumulate_x;  // add into grad_x instead of overwriting it
-  Activation act;
   SkipKind skip;
   Storage storage;
 };

@@ -21,11 +21,11 @@ namespace nol_fast {
 namespace detail {
 
 void epilogue_forward_avx512(const EpilogueForward& args, int num_threads) {
-  dispatch<ForwardLoop>(args, num_threads);
+  dispatch_forward(args, num_threads);
 }
 
 void epilogue_backward_avx512(const EpilogueBackward& args, int num_threads) {
-  dispatch<BackwardLoop>(args, num_threads);
+  dispatch_backward(args, num_threads);
 }
 
 }  // namespace detail

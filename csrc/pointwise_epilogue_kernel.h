@@ -1,12 +1,12 @@
 // The loops of the fused epilogues (pointwise_epilogue.h), as templates over the storage type,
-// the activation and the skip kind. This header is compiled twice: portable
-// (pointwise_epilogue.cpp) and for AVX-512 (pointwise_epilogue_avx512.cpp), each translation unit
-// instantiating the templates in its own anonymous namespace.
+// the activation, the skip kind and what a call reads and writes. This header is compiled
+// twice: portable (pointwise_epilogue.cpp) and for AVX-512 (pointwise_epilogue_avx512.cpp), each
+// translation unit instantiating the templates in its own anonymous namespace.
 //
-// The inner loops run over the channels of one row, contiguous in memory, and hold only
-// arithmetic and selects, so the compiler vectorises them: the activations use the polynomial
-// exp below rather than libm, whose calls would stop vectorisation (and whose vector variants
-// need a newer glibc than the wheels target).
+// The inner loops run flat over tiles of whole rows and hold only arithmetic and selects, so the
+// compiler vectorises them: the activations use the polynomial exp below rather than libm,
+// whose calls would stop vectorisation (and whose vector variants need a newer glibc than the
+// wheels target).
 #pragma once
 
 #include <omp.h>
@@ -23,6 +23,8 @@ namespace nol_fast {
 namespace {
 
 using bf16 = uint16_t;
+
+inline float madd_plain(float a, float b, float c) { return a * b + c; }
 
 inline float to_float(float v) { return v; }
 inline float to_float(bf16 v) {
@@ -48,6 +50,52 @@ inline bf16 from_float<bf16>(float v) {
   return static_cast<bf16>((bits & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
 }
 
+// An activation's derivative kept next to bfloat16 activations, as 16-bit fixed point on
+// [-0.25, 1.25] (step 2.3e-5): every activation here has its derivative in that range (GELU's
+// in [-0.17, 1.13], SiLU's in [-0.10, 1.10], tanh's and ReLU's in [0, 1]). Kept as bfloat16
+// it would carry a relative error of 2^-9 into every gradient, on top of the one rounding of
+// the gradient itself that torch's own bfloat16 backward has; as fixed point it costs the same
+// two bytes and adds almost nothing. The top code stands for NaN.
+// A distinct integer type (not bf16's uint16_t), so that the conversions overload; the code is
+// the int16 value's bits read as unsigned.
+using Q16 = int16_t;
+constexpr float kQLow = -0.25f;
+constexpr float kQStep = 1.5f / 65534.0f;
+constexpr int32_t kQNaN = 65535;
+
+inline float to_float(Q16 q) {
+  const int32_t code = static_cast<uint16_t>(q);
+  const float value = madd_plain(static_cast<float>(code), kQStep, kQLow);
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  // a quiet NaN for the NaN code (OR-ed in: a select of the bits here stops vectorisation)
+  bits |= code == kQNaN ? 0x7fc00000u : 0u;
+  float out;
+  std::memcpy(&out, &bits, sizeof out);
+  return out;
+}
+
+template <>
+inline Q16 from_float<Q16>(float v) {
+  float code = madd_plain(v - kQLow, 1.0f / kQStep, 0.5f);
+  code = code < 0.0f ? 0.0f : code;
+  code = code > 65534.0f ? 65534.0f : code;
+  // NaN fails both comparisons above; it is replaced before the (then undefined) conversion
+  const bool nan = v != v;
+  const int32_t bits = nan ? kQNaN : static_cast<int32_t>(nan ? 0.0f : code);
+  return static_cast<Q16>(static_cast<uint16_t>(bits));
+}
+
+// The storage of an activation's derivative next to activations stored as T.
+template <typename T>
+struct GradStorage {
+  using type = T;
+};
+template <>
+struct GradStorage<bf16> {
+  using type = Q16;
+};
+
 // a * b + c, fused where the translation unit targets FMA (the AVX-512 one): the polynomials
 // below then take half the instructions.
 inline float madd(float a, float b, float c) {
@@ -62,14 +110,16 @@ inline float madd(float a, float b, float c) {
 // Taylor series to degree 7 (truncation error below 6e-9), times 2^n built in the exponent
 // bits. n is rounded by adding 1.5 * 2^23, which leaves it in the low mantissa bits, so no
 // float-to-int conversion happens (NaN passes through as NaN). Inputs are clamped to
-// [-87, 88], where the result is a normal float.
+// [-87, 88], where the result is a normal float; NonPositive skips the upper clamp for callers
+// whose argument is never positive.
+template <bool NonPositive = false>
 inline float exp_poly(float x) {
   constexpr float kLog2e = 1.4426950408889634f;
   constexpr float kLn2Hi = 0.693145751953125f;      // ln 2 with a short mantissa: n * hi exact
   constexpr float kLn2Lo = 1.4286068203094172e-6f;  // ln 2 - kLn2Hi
   constexpr float kShift = 12582912.0f;              // 1.5 * 2^23
   x = x < -87.0f ? -87.0f : x;
-  x = x > 88.0f ? 88.0f : x;
+  if constexpr (!NonPositive) x = x > 88.0f ? 88.0f : x;
   const float shifted = madd(x, kLog2e, kShift);
   const float n = shifted - kShift;
   const float r = madd(-n, kLn2Lo, madd(-n, kLn2Hi, x));
@@ -108,7 +158,7 @@ inline GaussTerms gauss_terms(float x) {
   poly = madd(poly, t, 1.421413741f);
   poly = madd(poly, t, -0.284496736f);
   poly = madd(poly, t, 0.254829592f);
-  const float gauss = exp_poly(-u * u);
+  const float gauss = exp_poly<true>(-u * u);
   return {madd(-poly * t, gauss, 1.0f), gauss};
 }
 
@@ -127,41 +177,31 @@ inline float tanh_poly(float x) {
   return a < 0.4f ? small : signed_large;
 }
 
-template <Activation A>
-inline float activate(float v) {
-  if constexpr (A == Activation::kNone) {
-    return v;
-  } else if constexpr (A == Activation::kGelu) {
-    const GaussTerms g = gauss_terms(v);
-    const float erf_v = v < 0.0f ? -g.erf_abs : g.erf_abs;
-    return 0.5f * v * (1.0f + erf_v);
-  } else if constexpr (A == Activation::kRelu) {
-    return v < 0.0f ? 0.0f : v;  // NaN stays NaN, as torch.relu
-  } else if constexpr (A == Activation::kSilu) {
-    return v / (1.0f + exp_poly(-v));
-  } else {
-    return tanh_poly(v);
-  }
-}
+// act(v) and act'(v), sharing their exp and erf terms.
+struct ValueGrad {
+  float value;
+  float grad;
+};
 
-// d act / d v at the pre-activation v.
 template <Activation A>
-inline float activate_grad(float v) {
+inline ValueGrad activate(float v) {
   if constexpr (A == Activation::kNone) {
-    return 1.0f;
+    return {v, 1.0f};
   } else if constexpr (A == Activation::kGelu) {
+    // GELU(v) = v Phi(v), GELU'(v) = Phi(v) + v phi(v)
     constexpr float kInvSqrt2Pi = 0.3989422804014327f;
     const GaussTerms g = gauss_terms(v);
-    const float erf_v = v < 0.0f ? -g.erf_abs : g.erf_abs;
-    return 0.5f * (1.0f + erf_v) + v * kInvSqrt2Pi * g.gauss;
+    const float phi_cdf = 0.5f * (1.0f + (v < 0.0f ? -g.erf_abs : g.erf_abs));
+    return {v * phi_cdf, madd(v * kInvSqrt2Pi, g.gauss, phi_cdf)};
   } else if constexpr (A == Activation::kRelu) {
-    return v <= 0.0f ? 0.0f : 1.0f;  // a NaN passes the gradient, as torch's relu backward
+    // NaN stays NaN and passes the gradient, as torch's relu and its backward
+    return {v < 0.0f ? 0.0f : v, v <= 0.0f ? 0.0f : 1.0f};
   } else if constexpr (A == Activation::kSilu) {
     const float s = 1.0f / (1.0f + exp_poly(-v));
-    return s * (1.0f + v * (1.0f - s));
+    return {v * s, s * madd(v, 1.0f - s, 1.0f)};
   } else {
     const float t = tanh_poly(v);
-    return 1.0f - t * t;
+    return {t, madd(-t, t, 1.0f)};
   }
 }
 
@@ -187,52 +227,52 @@ inline std::vector<float> repeat_rows(const float* values, int64_t cols, int64_t
   return tiled;
 }
 
-template <typename T, Activation A, SkipKind S>
-void forward_rows(const EpilogueForward& a, int64_t begin, int64_t end) {
-  const int64_t cols = a.cols;
-  const int64_t per_tile = tile_rows(cols);
-  const std::vector<float> bias_tile = repeat_rows(a.bias, cols, per_tile);
-  const std::vector<float> gamma_tile =
-      S == SkipKind::kScale ? repeat_rows(a.gamma, cols, per_tile) : std::vector<float>();
-  const float* bias = bias_tile.data();
-  const float* gamma = gamma_tile.data();
-  for (int64_t r = begin; r < end; r += per_tile) {
-    const int64_t n = (r + per_tile < end ? per_tile : end - r) * cols;
-    const T* y = static_cast<const T*>(a.y) + r * cols;
-    const T* x = S == SkipKind::kNone ? nullptr : static_cast<const T*>(a.x) + r * cols;
-    T* pre = a.pre == nullptr ? nullptr : static_cast<T*>(a.pre) + r * cols;
-    T* out = static_cast<T*>(a.out) + r * cols;
-    if (pre != nullptr) {
-#pragma omp simd
-      for (int64_t i = 0; i < n; ++i) {
-        float v = to_float(y[i]) + bias[i];
-        if constexpr (S == SkipKind::kIdentity) v += to_float(x[i]);
-        if constexpr (S == SkipKind::kScale) v = madd(gamma[i], to_float(x[i]), v);
-        const T stored = from_float<T>(v);
-        pre[i] = stored;
-        out[i] = from_float<T>(activate<A>(to_float(stored)));
-      }
-    } else {
-#pragma omp simd
-      for (int64_t i = 0; i < n; ++i) {
-        float v = to_float(y[i]) + bias[i];
-        if constexpr (S == SkipKind::kIdentity) v += to_float(x[i]);
-        if constexpr (S == SkipKind::kScale) v = madd(gamma[i], to_float(x[i]), v);
-        out[i] = from_float<T>(activate<A>(v));
-      }
-    }
-  }
-}
-
-template <typename T, Activation A, SkipKind S>
-void run_forward(const EpilogueForward& a, int num_threads) {
-  const int threads = threads_for(a.rows * a.cols, num_threads);
+// Rows [begin, end) split among the threads of a parallel region, in thread order.
+template <typename Body>
+void parallel_rows(int64_t rows, int64_t cols, int num_threads, Body body) {
+  const int threads = threads_for(rows * cols, num_threads);
 #pragma omp parallel num_threads(threads)
   {
     const int n = omp_get_num_threads();
     const int id = omp_get_thread_num();
-    forward_rows<T, A, S>(a, a.rows * id / n, a.rows * (id + 1) / n);
+    body(id, n, rows * id / n, rows * (id + 1) / n);
   }
+}
+
+// The forward loop over one tile of `n` elements; with KeepGrad it also stores act'(pre).
+template <typename T, Activation A, SkipKind S, bool KeepGrad>
+inline void forward_tile(int64_t n, const T* y, const float* bias, const T* x,
+                         const float* gamma, typename GradStorage<T>::type* grad, T* out) {
+  using G = typename GradStorage<T>::type;
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    float v = to_float(y[i]) + bias[i];
+    if constexpr (S == SkipKind::kIdentity) v += to_float(x[i]);
+    if constexpr (S == SkipKind::kScale) v = madd(gamma[i], to_float(x[i]), v);
+    const ValueGrad a = activate<A>(v);
+    if constexpr (KeepGrad) grad[i] = from_float<G>(a.grad);
+    out[i] = from_float<T>(a.value);
+  }
+}
+
+template <typename T, Activation A, SkipKind S, bool KeepGrad>
+void run_forward(const EpilogueForward& a, int num_threads) {
+  const int64_t cols = a.cols;
+  parallel_rows(a.rows, cols, num_threads, [&](int, int, int64_t begin, int64_t end) {
+    const int64_t per_tile = tile_rows(cols);
+    const std::vector<float> bias = repeat_rows(a.bias, cols, per_tile);
+    const std::vector<float> gamma =
+        S == SkipKind::kScale ? repeat_rows(a.gamma, cols, per_tile) : std::vector<float>();
+    for (int64_t r = begin; r < end; r += per_tile) {
+      const int64_t n = (r + per_tile < end ? per_tile : end - r) * cols;
+      const int64_t at = r * cols;
+      forward_tile<T, A, S, KeepGrad>(
+          n, static_cast<const T*>(a.y) + at, bias.data(),
+          S == SkipKind::kNone ? nullptr : static_cast<const T*>(a.x) + at, gamma.data(),
+          KeepGrad ? static_cast<typename GradStorage<T>::type*>(a.act_grad) + at : nullptr,
+          static_cast<T*>(a.out) + at);
+    }
+  });
 }
 
 // Tiles whose sums add up in float, position by position, before they go to the double totals.
@@ -249,19 +289,21 @@ inline void flush_sums(float* tile, int64_t rows, int64_t cols, double* total) {
   }
 }
 
-// The backward loop over one tile of `n` elements. What it writes is fixed at compile time
-// (a run-time test inside the loop keeps it from vectorising well: 10x slower in bfloat16).
-template <typename T, Activation A, SkipKind S, bool WritePre, bool WriteX, bool Accumulate>
-inline void backward_tile(int64_t n, const T* g_out, const T* pre, T* g_pre, const T* x,
-                          const float* gamma, T* g_x, float* bb, float* bg) {
+// The backward loop over one tile of `n` elements. What it reads and writes is fixed at
+// compile time (a run-time test inside the loop keeps it from vectorising well: 10x slower in
+// bfloat16).
+template <typename T, SkipKind S, bool HasGrad, bool WritePre, bool WriteX, bool Accumulate>
+inline void backward_tile(int64_t n, const T* g_out, const typename GradStorage<T>::type* act_grad,
+                          T* g_pre, const T* x, const float* gamma, T* g_x, float* bb,
+                          float* bg) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
     float d = to_float(g_out[i]);
-    if constexpr (A != Activation::kNone) d *= activate_grad<A>(to_float(pre[i]));
-    const T stored = from_float<T>(d);
-    if constexpr (WritePre) g_pre[i] = stored;
+    if constexpr (HasGrad) d *= to_float(act_grad[i]);
     // Sums and the skip gradient use the value as stored, as a chain of separate ops would.
-    const float ds = to_float(stored);
+    const T d_stored = from_float<T>(d);
+    const float ds = to_float(d_stored);
+    if constexpr (WritePre) g_pre[i] = d_stored;
     bb[i] += ds;
     if constexpr (S == SkipKind::kScale) bg[i] = madd(ds, to_float(x[i]), bg[i]);
     if constexpr (WriteX) {
@@ -276,12 +318,12 @@ inline void backward_tile(int64_t n, const T* g_out, const T* pre, T* g_pre, con
 // One thread's share of the backward pass; its per-channel sums go to `bias_sum` and
 // `gamma_sum` (cols doubles each). Each position of a tile sums in float over kFlushTiles
 // tiles, then goes to the double totals.
-template <typename T, Activation A, SkipKind S, bool WritePre, bool WriteX, bool Accumulate>
+template <typename T, SkipKind S, bool HasGrad, bool WritePre, bool WriteX, bool Accumulate>
 void backward_rows(const EpilogueBackward& a, int64_t begin, int64_t end, double* bias_sum,
                    double* gamma_sum) {
   const int64_t cols = a.cols;
   const int64_t per_tile = tile_rows(cols);
-  const std::vector<float> gamma_tile =
+  const std::vector<float> gamma =
       S == SkipKind::kScale ? repeat_rows(a.gamma, cols, per_tile) : std::vector<float>();
   std::vector<float> tile_bias(static_cast<size_t>(cols * per_tile), 0.0f);
   std::vector<float> tile_gamma(static_cast<size_t>(cols * per_tile), 0.0f);
@@ -289,11 +331,11 @@ void backward_rows(const EpilogueBackward& a, int64_t begin, int64_t end, double
   for (int64_t r = begin; r < end; r += per_tile) {
     const int64_t n = (r + per_tile < end ? per_tile : end - r) * cols;
     const int64_t at = r * cols;
-    backward_tile<T, A, S, WritePre, WriteX, Accumulate>(
+    backward_tile<T, S, HasGrad, WritePre, WriteX, Accumulate>(
         n, static_cast<const T*>(a.grad_out) + at,
-        A == Activation::kNone ? nullptr : static_cast<const T*>(a.pre) + at,
+        HasGrad ? static_cast<const typename GradStorage<T>::type*>(a.act_grad) + at : nullptr,
         WritePre ? static_cast<T*>(a.grad_pre) + at : nullptr,
-        S == SkipKind::kScale ? static_cast<const T*>(a.x) + at : nullptr, gamma_tile.data(),
+        S == SkipKind::kScale ? static_cast<const T*>(a.x) + at : nullptr, gamma.data(),
         WriteX ? static_cast<T*>(a.grad_x) + at : nullptr, tile_bias.data(), tile_gamma.data());
     if (++tiles % kFlushTiles == 0 || r + per_tile >= end) {
       flush_sums(tile_bias.data(), per_tile, cols, bias_sum);
@@ -302,40 +344,19 @@ void backward_rows(const EpilogueBackward& a, int64_t begin, int64_t end, double
   }
 }
 
-// backward_rows with what it writes chosen from the arguments.
-template <typename T, Activation A, SkipKind S>
-void backward_rows_for(const EpilogueBackward& a, int64_t begin, int64_t end, double* bias_sum,
-                       double* gamma_sum) {
-  const bool pre = a.grad_pre != nullptr;
-  const bool x = S != SkipKind::kNone && a.grad_x != nullptr;
-  if (x && a.accumulate_x) {
-    if (pre) return backward_rows<T, A, S, true, true, true>(a, begin, end, bias_sum, gamma_sum);
-    return backward_rows<T, A, S, false, true, true>(a, begin, end, bias_sum, gamma_sum);
-  }
-  if (x) {
-    if (pre) return backward_rows<T, A, S, true, true, false>(a, begin, end, bias_sum, gamma_sum);
-    return backward_rows<T, A, S, false, true, false>(a, begin, end, bias_sum, gamma_sum);
-  }
-  if (pre) return backward_rows<T, A, S, true, false, false>(a, begin, end, bias_sum, gamma_sum);
-  backward_rows<T, A, S, false, false, false>(a, begin, end, bias_sum, gamma_sum);
-}
-
-template <typename T, Activation A, SkipKind S>
+template <typename T, SkipKind S, bool HasGrad, bool WritePre, bool WriteX, bool Accumulate>
 void run_backward(const EpilogueBackward& a, int num_threads) {
-  const int threads = threads_for(a.rows * a.cols, num_threads);
   const int64_t cols = a.cols;
+  const int threads = threads_for(a.rows * cols, num_threads);
   // Per-thread sums, added in thread order below so that a run is deterministic.
   std::vector<double> sums(static_cast<size_t>(2 * cols * threads), 0.0);
   int used = 1;
-#pragma omp parallel num_threads(threads)
-  {
-    const int n = omp_get_num_threads();
-    const int id = omp_get_thread_num();
-#pragma omp single
-    used = n;
+  parallel_rows(a.rows, cols, threads, [&](int id, int n, int64_t begin, int64_t end) {
+    if (id == 0) used = n;
     double* mine = sums.data() + 2 * cols * id;
-    backward_rows_for<T, A, S>(a, a.rows * id / n, a.rows * (id + 1) / n, mine, mine + cols);
-  }
+    backward_rows<T, S, HasGrad, WritePre, WriteX, Accumulate>(a, begin, end, mine,
+                                                                mine + cols);
+  });
   for (int64_t c = 0; c < cols; ++c) {
     double bias = 0.0;
     double gamma = 0.0;
@@ -348,54 +369,75 @@ void run_backward(const EpilogueBackward& a, int num_threads) {
   }
 }
 
-// Dispatch on the run-time storage, activation and skip kind to an instantiated loop.
-template <template <typename, Activation, SkipKind> class Loop, typename Args>
-void dispatch(const Args& a, int num_threads) {
-  auto by_skip = [&](auto storage_tag, auto act_tag) {
-    using T = decltype(storage_tag);
-    constexpr Activation A = decltype(act_tag)::value;
-    switch (a.skip) {
-      case SkipKind::kIdentity:
-        return Loop<T, A, SkipKind::kIdentity>::run(a, num_threads);
-      case SkipKind::kScale:
-        return Loop<T, A, SkipKind::kScale>::run(a, num_threads);
-      default:
-        return Loop<T, A, SkipKind::kNone>::run(a, num_threads);
-    }
-  };
-  auto by_act = [&](auto storage_tag) {
-    using Act = Activation;
-    switch (a.act) {
-      case Act::kGelu:
-        return by_skip(storage_tag, std::integral_constant<Act, Act::kGelu>{});
-      case Act::kRelu:
-        return by_skip(storage_tag, std::integral_constant<Act, Act::kRelu>{});
-      case Act::kSilu:
-        return by_skip(storage_tag, std::integral_constant<Act, Act::kSilu>{});
-      case Act::kTanh:
-        return by_skip(storage_tag, std::integral_constant<Act, Act::kTanh>{});
-      default:
-        return by_skip(storage_tag, std::integral_constant<Act, Act::kNone>{});
-    }
-  };
-  if (a.storage == Storage::kBFloat16) {
-    by_act(bf16{});
+// A run-time flag as a compile-time one: calls f(std::true_type{}) or f(std::false_type{}).
+template <typename F>
+void with_flag(bool flag, F f) {
+  if (flag) {
+    f(std::true_type{});
   } else {
-    by_act(float{});
+    f(std::false_type{});
   }
 }
 
-template <typename T, Activation A, SkipKind S>
-struct ForwardLoop {
-  static void run(const EpilogueForward& a, int num_threads) { run_forward<T, A, S>(a, num_threads); }
-};
-
-template <typename T, Activation A, SkipKind S>
-struct BackwardLoop {
-  static void run(const EpilogueBackward& a, int num_threads) {
-    run_backward<T, A, S>(a, num_threads);
+// A run-time storage type and skip kind as compile-time ones.
+template <typename Args, typename F>
+void with_storage_and_skip(const Args& a, F f) {
+  auto by_skip = [&](auto storage_tag) {
+    switch (a.skip) {
+      case SkipKind::kIdentity:
+        return f(storage_tag, std::integral_constant<SkipKind, SkipKind::kIdentity>{});
+      case SkipKind::kScale:
+        return f(storage_tag, std::integral_constant<SkipKind, SkipKind::kScale>{});
+      default:
+        return f(storage_tag, std::integral_constant<SkipKind, SkipKind::kNone>{});
+    }
+  };
+  if (a.storage == Storage::kBFloat16) {
+    by_skip(bf16{});
+  } else {
+    by_skip(float{});
   }
-};
+}
+
+inline void dispatch_forward(const EpilogueForward& a, int num_threads) {
+  with_storage_and_skip(a, [&](auto storage_tag, auto skip_tag) {
+    using T = decltype(storage_tag);
+    constexpr SkipKind S = decltype(skip_tag)::value;
+    with_flag(a.act_grad != nullptr, [&](auto keep) {
+      constexpr bool K = decltype(keep)::value;
+      switch (a.act) {
+        case Activation::kGelu:
+          return run_forward<T, Activation::kGelu, S, K>(a, num_threads);
+        case Activation::kRelu:
+          return run_forward<T, Activation::kRelu, S, K>(a, num_threads);
+        case Activation::kSilu:
+          return run_forward<T, Activation::kSilu, S, K>(a, num_threads);
+        case Activation::kTanh:
+          return run_forward<T, Activation::kTanh, S, K>(a, num_threads);
+        default:
+          return run_forward<T, Activation::kNone, S, false>(a, num_threads);
+      }
+    });
+  });
+}
+
+inline void dispatch_backward(const EpilogueBackward& a, int num_threads) {
+  with_storage_and_skip(a, [&](auto storage_tag, auto skip_tag) {
+    using T = decltype(storage_tag);
+    constexpr SkipKind S = decltype(skip_tag)::value;
+    const bool write_x = S != SkipKind::kNone && a.grad_x != nullptr;
+    with_flag(a.act_grad != nullptr, [&](auto has_grad) {
+      with_flag(a.grad_pre != nullptr, [&](auto write_pre) {
+        with_flag(write_x, [&](auto x) {
+          with_flag(write_x && a.accumulate_x, [&](auto accumulate) {
+            run_backward<T, S, decltype(has_grad)::value, decltype(write_pre)::value,
+                         decltype(x)::value, decltype(accumulate)::value>(a, num_threads);
+          });
+        });
+      });
+    });
+  });
+}
 
 }  // namespace
 }  // namespace nol_fast

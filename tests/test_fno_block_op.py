@@ -102,18 +102,27 @@ def relative(a, b):
 
 @pytest.mark.parametrize("grid,n_modes", GRIDS[1:], ids=lambda v: "x".join(map(str, v)))
 def test_bfloat16_within_twice_torch_error(grid, n_modes):
+    # Errors against float64, averaged over three draws: a bias gradient is a sum of terms of
+    # both signs, whose relative error from one draw is too noisy to compare.
     spec = BlockSpec(n_modes, "linear", "soft-gating", "gelu", True)
-    flat = leaves_of(make_params(16, 8, n_modes, "linear", "soft-gating", True, seed=1), spec)
-    x = torch.randn(4, *grid, 16, requires_grad=True)
-    grad_out = torch.randn(4, *grid, 16)
-    exact = run(*as_float64([x]), as_float64(flat), spec, "reference", grad_out.double())
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        ours = run(x, flat, spec, "cpu", grad_out)
-        torch_bf16 = run(x, flat, spec, "reference", grad_out)
-    assert ours[0].dtype == torch.bfloat16
-    assert all(g.dtype == p.dtype for g, p in zip(ours[1:], [x, *flat], strict=True))
-    for got, theirs, want in zip(ours, torch_bf16, exact, strict=True):
-        assert relative(got, want) <= 2 * relative(theirs, want)
+    ours_err, torch_err = torch.zeros(10), torch.zeros(10)
+    for seed in range(3):
+        flat = leaves_of(make_params(16, 8, n_modes, "linear", "soft-gating", True, seed=seed),
+                         spec)
+        g = torch.Generator().manual_seed(100 + seed)
+        x = torch.randn(4, *grid, 16, generator=g).requires_grad_()
+        grad_out = torch.randn(4, *grid, 16, generator=g)
+        exact = run(*as_float64([x]), as_float64(flat), spec, "reference", grad_out.double())
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            ours = run(x, flat, spec, "cpu", grad_out)
+            torch_bf16 = run(x, flat, spec, "reference", grad_out)
+        assert ours[0].dtype == torch.bfloat16
+        assert all(g.dtype == p.dtype for g, p in zip(ours[1:], [x, *flat], strict=True))
+        ours_err += torch.tensor([relative(o, e) for o, e in zip(ours, exact, strict=True)])
+        torch_err += torch.tensor([relative(t, e) for t, e in zip(torch_bf16, exact,
+                                                                  strict=True)])
+    # output, grad_x, then one entry per parameter
+    assert (ours_err <= 2 * torch_err).all(), (ours_err / torch_err).tolist()
 
 
 def test_opcheck_and_no_grad():

@@ -227,8 +227,11 @@ def test_mixed_precision_on_cpu_trains_in_bf16_where_native(loaders, caplog, mon
         precision._log_cpu_float32.cache_clear()
         model = TinyNet()
         seen = []
-        model.register_forward_hook(lambda module, args, out: seen.append(
-            (torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"))))
+
+        def record(module, args, out, seen=seen):
+            seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+
+        model.register_forward_hook(record)
         with caplog.at_level(logging.INFO, logger="nol_fast"):
             trainer = Trainer(model, train, None, torch.optim.Adam(model.parameters()),
                               config=TrainingConfig(mixed_precision=True))
@@ -246,7 +249,8 @@ def test_native_bf16_check_agrees_with_cpu_flags():
     from nol_fast.training.precision import cpu_has_native_bf16
 
     try:
-        flags = open("/proc/cpuinfo").read().split()
+        with open("/proc/cpuinfo") as info:
+            flags = info.read().split()
     except OSError:
         pytest.skip("no /proc/cpuinfo")
     assert cpu_has_native_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)

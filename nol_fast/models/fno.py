@@ -19,8 +19,10 @@ Layout: on the CPU, the activations between the input and the output live channe
 ``(batch, *grid, channels)``, where every pointwise layer is one GEMM and each Fourier block
 is one fused op (:mod:`nol_fast.ops.fno_block`); the layers' parameters, the state dict and
 the input and output stay channels-first. Other devices, blocks that change the grid and
-spectral layers given an explicit non-CPU backend run the channels-first layers. :meth:`FNO.from_neuralop` and :meth:`FNO.to_neuralop`
-convert models (see :mod:`nol_fast.models.interop`).
+spectral layers given an explicit non-CPU backend run the channels-first layers.
+
+:meth:`FNO.from_neuralop` and :meth:`FNO.to_neuralop` convert models (see
+:mod:`nol_fast.models.interop`).
 """
 
 from __future__ import annotations

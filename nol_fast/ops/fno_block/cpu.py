@@ -5,14 +5,16 @@ Forward, for ``x`` viewed as a ``(rows, channels)`` matrix (one row per grid poi
 1. the spectral convolution's truncated DFTs in channels-last layout
    (:func:`nol_fast.ops.spectral_conv.cpu.forward_modes`), ending in ``y: (rows, C)``;
 2. a linear ``fno_skip`` is added by the GEMM ``y += x @ W^T`` itself (beta = 1);
-3. one epilogue pass: ``pre1 = y + bias (+ identity or soft-gating skip)``, ``a1 = act(pre1)``;
+3. one epilogue pass: ``a1 = act(y + bias (+ identity or soft-gating skip))``, keeping
+   ``act'`` there for the backward pass;
 4. the channel MLP: GEMM, one bias+GELU pass, GEMM (a linear ``mlp_skip`` added by a GEMM);
-5. one epilogue pass: ``pre2 = m + bias (+ skip)``, ``out = act(pre2)``.
+5. one epilogue pass: ``out = act(m + bias (+ skip))``, keeping ``act'``.
 
-The backward pass runs the same pieces in reverse: an epilogue pass gives the activation
-gradient, the bias and soft-gating gradients and the skip's input gradient at once; weight
-gradients are single GEMMs over all rows; every input gradient is accumulated into one buffer,
-the last contribution (the spectral convolution's) by its final GEMM.
+The backward pass runs the same pieces in reverse: an epilogue pass (a multiply by the kept
+derivative, no activation math) gives the activation gradient, the bias and soft-gating
+gradients and the skip's input gradient at once; weight gradients are single GEMMs over all
+rows; every input gradient is accumulated into one buffer, the last contribution (the spectral
+convolution's) by its final GEMM.
 
 Against the same block as separate torch ops (channels-first ``Conv1d`` layers, unfused bias,
 skip, activation and their gradients) this reads and writes each activation a few times
@@ -25,11 +27,12 @@ import functools
 
 import torch
 
-from nol_fast.ops.fno_block.spec import BlockParams, BlockSpec, has_weight
+from nol_fast.ops.fno_block.spec import BlockParams, BlockSpec
 from nol_fast.ops.pointwise.cpu import linear_rows, weight_grad
 from nol_fast.ops.pointwise.epilogue import epilogue_backward, epilogue_forward
 from nol_fast.ops.spectral_conv import cpu as spectral
 from nol_fast.ops.spectral_conv.modes import mode_index
+from nol_fast.ops.workspace import WORKSPACE
 
 
 @functools.lru_cache(maxsize=32)
@@ -59,11 +62,13 @@ def _empty(like: torch.Tensor) -> torch.Tensor:
 
 
 def cpu_fno_block(x: torch.Tensor, params: BlockParams, spec: BlockSpec) -> list[torch.Tensor]:
-    """``[out, pre1, a1, hidden_pre, hidden, pre2, x_modes]`` for ``x: (B, *grid, C)``.
+    """``[out, grad1, a1, grad_hidden, hidden, grad2, x_modes]`` for ``x: (B, *grid, C)``.
 
-    Tensors the backward pass does not need, or that would be another output again (after the
-    last block, where there is no activation), are empty: see :func:`cpu_fno_block_backward`.
-    ``x_modes`` is the real view of the kept input spectrum, ``(modes, B, C, 2)``.
+    ``grad1``, ``grad_hidden`` and ``grad2`` are the derivatives of the block's two activations
+    and of the MLP's GELU at their inputs; ``a1`` (the MLP's input) and ``hidden`` (its hidden
+    values) are the inputs of weight gradients. Those the backward pass does not need are
+    empty; see :func:`cpu_fno_block_backward`. ``x_modes`` is the real view of the kept input
+    spectrum, ``(modes, B, C, 2)``.
     """
     grid, channels = tuple(x.shape[1:-1]), x.shape[-1]
     rows = x.reshape(-1, channels)
@@ -72,24 +77,21 @@ def cpu_fno_block(x: torch.Tensor, params: BlockParams, spec: BlockSpec) -> list
                                         mode_index(spec.n_modes, grid, grid), grid, True)
     y = y.view(-1, channels)
     _add_linear_skip(y, spec.fno_skip, rows, params.fno_skip)
-    pre1, a1 = epilogue_forward(y, params.spectral_bias, act,
-                                *_epilogue_skip(spec.fno_skip, rows, params.fno_skip))
-    hidden_pre = hidden = pre2 = None
+    grad1, a1 = epilogue_forward(y, params.spectral_bias, act,
+                                 *_epilogue_skip(spec.fno_skip, rows, params.fno_skip))
+    grad_hidden = hidden = grad2 = None
     if spec.use_mlp:
         (w1, w2), (b1, b2) = params.mlp_weights, params.mlp_biases
-        hidden_pre, hidden = epilogue_forward(linear_rows(a1, w1), b1, "gelu")
+        grad_hidden, hidden = epilogue_forward(linear_rows(a1, w1), b1, "gelu")
         m = linear_rows(hidden, w2)
         _add_linear_skip(m, spec.mlp_skip, rows, params.mlp_skip)
-        pre2, out = epilogue_forward(m, b2, act,
-                                     *_epilogue_skip(spec.mlp_skip, rows, params.mlp_skip))
+        grad2, out = epilogue_forward(m, b2, act,
+                                      *_epilogue_skip(spec.mlp_skip, rows, params.mlp_skip))
     elif act == "none":
         out = a1
-    else:
-        out = epilogue_forward(a1, _zeros(channels), act, keep_pre=False)[1]
-    saved = [pre1 if act != "none" else None,
-             a1 if a1 is not out else None,
-             hidden_pre, hidden,
-             pre2 if pre2 is not out else None]
+    else:  # the second activation, on a1 itself (a1 is not needed after it)
+        grad2, out = epilogue_forward(a1, _zeros(channels), act)
+    saved = [grad1, a1 if spec.use_mlp else None, grad_hidden, hidden, grad2]
     return [out.view(x.shape), *(_empty(x) if t is None else t for t in saved),
             torch.view_as_real(x_modes)]
 
@@ -105,31 +107,40 @@ def cpu_fno_block_backward(
     """
     grid, channels = tuple(x.shape[1:-1]), x.shape[-1]
     rows = x.reshape(-1, channels)
-    pre1, a1, hidden_pre, hidden, pre2, x_modes = saved
-    act = spec.activation
+    grad1, a1, grad_hidden, hidden, grad2, x_modes = (
+        t if t.numel() else None for t in saved)
     g = grad_out.reshape(-1, channels)
+    dtype, wide, narrow = g.dtype, g.shape, (g.shape[0], 0)
+
+    def scratch(name: str, shape: tuple[int, int]) -> torch.Tensor:
+        # the gradients between the block's layers live only in this call
+        return WORKSPACE.take(f"fno_block.{name}", shape, dtype)
+
     grads = BlockParams(None, None)  # type: ignore[arg-type]
     grad_x = None
     if spec.use_mlp:
         (w1, w2), _ = params.mlp_weights, params.mlp_biases
-        skip_x, gamma = _epilogue_skip(spec.mlp_skip, rows, params.mlp_skip)
+        narrow = (g.shape[0], w1.shape[0])
         g2, b2, gate2, grad_x = epilogue_backward(
-            g, pre2 if pre2.numel() else None, act, True, skip_x, gamma)
+            g, grad2, True, *_epilogue_skip(spec.mlp_skip, rows, params.mlp_skip),
+            grad_pre_out=scratch("g2", wide) if grad2 is not None else None)
         if spec.mlp_skip == "linear":
             grads.mlp_skip = weight_grad(g2, rows, params.mlp_skip)
-            grad_x = torch.mm(g2, params.mlp_skip.to(g2.dtype))
+            grad_x = torch.mm(g2, params.mlp_skip.to(dtype))
         elif spec.mlp_skip == "soft-gating":
             grads.mlp_skip = gate2
         w2_grad = weight_grad(g2, hidden, w2)
-        g_hidden, b1, _, _ = epilogue_backward(torch.mm(g2, w2.to(g2.dtype)), hidden_pre, "gelu")
-        w1_grad = weight_grad(g_hidden, a1, w1)
-        grads.mlp_weights, grads.mlp_biases = (w1_grad, w2_grad), (b1, b2)
-        g = torch.mm(g_hidden, w1.to(g_hidden.dtype))
-    elif act != "none":
-        g = epilogue_backward(g, a1, act, want_bias=False)[0]
-    skip_x, gamma = _epilogue_skip(spec.fno_skip, rows, params.fno_skip)
+        g_hidden, b1, _, _ = epilogue_backward(
+            torch.mm(g2, w2.to(dtype), out=scratch("dh", narrow)), grad_hidden,
+            grad_pre_out=scratch("gh", narrow))
+        grads.mlp_weights = (weight_grad(g_hidden, a1, w1), w2_grad)
+        grads.mlp_biases = (b1, b2)
+        g = torch.mm(g_hidden, w1.to(dtype), out=scratch("da1", wide))
+    elif grad2 is not None:
+        g = epilogue_backward(g, grad2, want_bias=False, grad_pre_out=scratch("g2", wide))[0]
     g1, grads.spectral_bias, gate1, grad_x = epilogue_backward(
-        g, pre1 if act != "none" else None, act, True, skip_x, gamma, grad_x)
+        g, grad1, True, *_epilogue_skip(spec.fno_skip, rows, params.fno_skip), grad_x,
+        grad_pre_out=scratch("g1", wide) if grad1 is not None else None)
     if spec.fno_skip == "linear":
         grads.fno_skip = weight_grad(g1, rows, params.fno_skip)
         w = params.fno_skip.to(g1.dtype)

@@ -28,6 +28,7 @@ import torch
 
 from nol_fast.ops.fno_block import cpu, reference
 from nol_fast.ops.fno_block.spec import BlockParams, BlockSpec, pack, unpack
+from nol_fast.ops.pointwise.epilogue import GRAD_DTYPES
 from nol_fast.ops.pointwise.op import compute_dtype, resolve_layer_backend
 from nol_fast.ops.spectral_conv.modes import mode_index
 
@@ -40,7 +41,7 @@ def _spec(n_modes: list[int], fno_skip: str, mlp_skip: str, activation: str,
 @torch.library.custom_op("nol_fast::fno_block", mutates_args=(), device_types="cpu")
 def _fno_block(x: torch.Tensor, params: list[torch.Tensor], n_modes: list[int], fno_skip: str,
                mlp_skip: str, activation: str, use_mlp: bool) -> list[torch.Tensor]:
-    # x: (batch, *grid, channels) -> [out, pre1, a1, hidden_pre, hidden, pre2, x_modes]
+    # x: (batch, *grid, channels) -> [out, grad1, a1, grad_hidden, hidden, grad2, x_modes]
     spec = _spec(n_modes, fno_skip, mlp_skip, activation, use_mlp)
     with torch.autocast("cpu", enabled=False):
         return cpu.cpu_fno_block(x, unpack(params, spec), spec)
@@ -54,16 +55,17 @@ def _(x, params, n_modes, fno_skip, mlp_skip, activation, use_mlp):
     activated = activation != "none"
     width = unpack(params, spec).mlp_weights[0].shape[0] if use_mlp else 0
 
-    def maybe(shape, present):
-        return x.new_empty(shape if present else (0,))
+    def maybe(shape, present, grad=False):
+        dtype = GRAD_DTYPES.get(x.dtype, x.dtype) if grad else x.dtype
+        return x.new_empty(shape if present else (0,), dtype=dtype)
 
     n_kept = math.prod(mode_index(n_modes, grid, grid).kept)
     real = torch.float64 if x.dtype == torch.float64 else torch.float32
     return [x.new_empty(x.shape),
-            maybe((rows, channels), activated),
-            maybe((rows, channels), use_mlp or activated),
-            maybe((rows, width), use_mlp), maybe((rows, width), use_mlp),
-            maybe((rows, channels), use_mlp and activated),
+            maybe((rows, channels), activated, grad=True),
+            maybe((rows, channels), use_mlp),
+            maybe((rows, width), use_mlp, grad=True), maybe((rows, width), use_mlp),
+            maybe((rows, channels), activated, grad=True),
             x.new_empty((n_kept, x.shape[0], channels, 2), dtype=real)]
 
 

@@ -2,9 +2,10 @@
 
 In channels-last layout ``(..., channels)`` a pointwise layer is one plain GEMM over a
 ``(rows, channels)`` matrix, with no transposes and no broadcast reductions. Bias and
-activation follow in one pass (:func:`~nol_fast.ops.pointwise.epilogue.epilogue_forward`); in
-the backward pass the activation gradient and the previous layer's bias gradient take one pass
-too, and the weight gradient is one GEMM ``grad^T @ input`` over all rows.
+activation follow in one pass (:func:`~nol_fast.ops.pointwise.epilogue.epilogue_forward`), which
+also keeps the activation's derivative; in the backward pass the activation gradient (one
+multiply by that derivative) and the previous layer's bias gradient take one pass too, and the
+weight gradient is one GEMM ``grad^T @ input`` over all rows.
 
 Activations are stored in the compute dtype (float32, or bfloat16 under autocast); the weights
 are cast to it for the GEMMs, which accumulate in float32, and weight gradients come back as
@@ -43,29 +44,28 @@ def cpu_channel_mlp(
     x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
     activation: str,
 ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-    """``(out, pre_activations, hidden)`` of the MLP on ``x: (..., in)``.
+    """``(out, act_grads, hidden)`` of the MLP on ``x: (..., in)``.
 
-    ``pre_activations[i]`` and ``hidden[i] = act(pre_activations[i])`` are the ``(rows,
-    width)`` values after layer ``i`` for every layer but the last; the backward pass needs
-    them.
+    For every layer ``i`` but the last, ``hidden[i]`` is its activated output and
+    ``act_grads[i]`` the activation's derivative there, both ``(rows, width)``: what the
+    backward pass needs.
     """
     h = x.reshape(-1, x.shape[-1])
-    pres, hidden = [], []
+    act_grads, hidden = [], []
     for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
         y = linear_rows(h, w)
         if i < len(weights) - 1:
-            pre, h = epilogue_forward(y, b, activation)
-            pres.append(pre)
+            act_grad, h = epilogue_forward(y, b, activation)
+            act_grads.append(act_grad)
             hidden.append(h)
         else:
             _, h = epilogue_forward(y, b, "none")
-    return h.view(*x.shape[:-1], h.shape[-1]), pres, hidden
+    return h.view(*x.shape[:-1], h.shape[-1]), act_grads, hidden
 
 
 def cpu_channel_mlp_backward(
     grad_out: torch.Tensor, x: torch.Tensor, weights: Sequence[torch.Tensor],
-    pres: Sequence[torch.Tensor], hidden: Sequence[torch.Tensor], activation: str,
-    needs_input_grad: bool,
+    act_grads: Sequence[torch.Tensor], hidden: Sequence[torch.Tensor], needs_input_grad: bool,
 ) -> tuple[torch.Tensor | None, list[torch.Tensor], list[torch.Tensor]]:
     """``(grad_x, grad_weights, grad_biases)`` of :func:`cpu_channel_mlp`.
 
@@ -74,8 +74,7 @@ def cpu_channel_mlp_backward(
     """
     n_layers = len(weights)
     inputs = [x.reshape(-1, x.shape[-1]), *hidden]
-    g, grad_bias, _, _ = epilogue_backward(grad_out.reshape(-1, grad_out.shape[-1]), None,
-                                           "none")
+    g, grad_bias, _, _ = epilogue_backward(grad_out.reshape(-1, grad_out.shape[-1]))
     grad_w: list[torch.Tensor] = [None] * n_layers  # type: ignore[list-item]
     grad_b: list[torch.Tensor] = [None] * n_layers  # type: ignore[list-item]
     grad_b[-1] = grad_bias
@@ -88,5 +87,5 @@ def cpu_channel_mlp_backward(
         if i == 0:
             grad_x = grad_in.view(x.shape)
         else:
-            g, grad_b[i - 1], _, _ = epilogue_backward(grad_in, pres[i - 1], activation)
+            g, grad_b[i - 1], _, _ = epilogue_backward(grad_in, act_grads[i - 1])
     return grad_x, grad_w, grad_b

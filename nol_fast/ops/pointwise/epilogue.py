@@ -9,7 +9,8 @@ pass (``csrc/pointwise_epilogue_kernel.h``), in float32 arithmetic on float32 or
 storage.
 
 These wrappers check what the kernels assume (CPU, contiguous, matching shapes and dtypes)
-and pass addresses; the ops in :mod:`nol_fast.ops.pointwise` and :mod:`nol_fast.ops.fno_block` call them.
+and pass addresses; the ops of :mod:`nol_fast.ops.pointwise` and :mod:`nol_fast.ops.fno_block`
+call them.
 """
 
 from __future__ import annotations
@@ -21,18 +22,22 @@ from nol_fast.ops.extension import EXTENSION
 ACTIVATION_CODES = {"none": 0, "gelu": 1, "relu": 2, "silu": 3, "tanh": 4}
 SKIP_CODES = {"none": 0, "identity": 1, "scale": 2}
 STORAGE_CODES = {torch.float32: 0, torch.bfloat16: 1}
+# The dtype of a kept activation derivative next to activations of each dtype: float32, or
+# 16-bit fixed point on [-0.25, 1.25] next to bfloat16 (2 bytes like bfloat16, but no
+# relative error of 2^-9 in every gradient; see Q16 in csrc/pointwise_epilogue_kernel.h).
+GRAD_DTYPES = {torch.float32: torch.float32, torch.bfloat16: torch.int16}
 
 
 def _address(t: torch.Tensor | None) -> int:
     return 0 if t is None else t.data_ptr()
 
 
-def _check(name: str, t: torch.Tensor | None, like: torch.Tensor, per_channel: bool = False
-           ) -> None:
+def _check(name: str, t: torch.Tensor | None, like: torch.Tensor, per_channel: bool = False,
+           dtype: torch.dtype | None = None) -> None:
     if t is None:
         return
     shape = like.shape[-1:] if per_channel else like.shape
-    dtype = torch.float32 if per_channel else like.dtype
+    dtype = dtype or (torch.float32 if per_channel else like.dtype)
     if t.shape != shape or t.dtype != dtype or not t.is_contiguous() or t.device.type != "cpu":
         raise ValueError(
             f"epilogue: {name} must be a contiguous {dtype} CPU tensor of shape {tuple(shape)}, "
@@ -48,15 +53,19 @@ def _skip_code(x: torch.Tensor | None, gamma: torch.Tensor | None) -> int:
 
 def epilogue_forward(
     y: torch.Tensor, bias: torch.Tensor, activation: str, x: torch.Tensor | None = None,
-    gamma: torch.Tensor | None = None, keep_pre: bool = True,
+    gamma: torch.Tensor | None = None, keep_grad: bool = True,
 ) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """``pre = y + bias + skip``, ``out = activation(pre)`` in one pass over ``y``.
+    """``out = activation(y + bias + skip)`` in one pass, keeping ``activation'`` there.
+
+    The backward pass needs the activation's derivative at the pre-activation, not the
+    pre-activation itself: computed here, where the activation's exp and erf are evaluated
+    anyway, it spares the backward pass their cost. ``y`` is a scratch GEMM output and is
+    overwritten.
 
     Parameters
     ----------
     y : Tensor
-        GEMM output ``(rows, channels)``, float32 or bfloat16; with ``keep_pre`` it is
-        overwritten by ``pre``.
+        ``(rows, channels)``, float32 or bfloat16.
     bias : Tensor
         ``(channels,)`` float32.
     activation : {'none', 'gelu', 'relu', 'silu', 'tanh'}
@@ -64,34 +73,35 @@ def epilogue_forward(
     x, gamma : Tensor, optional
         Skip input ``(rows, channels)`` added to ``y`` (times the per-channel ``gamma``, float32,
         when given).
-    keep_pre : bool
-        Keep the pre-activation (the backward pass needs it) in ``y``; otherwise ``y`` is
-        left alone and only ``out`` is written.
+    keep_grad : bool
+        Keep the derivative (in ``y``'s memory); without it ``out`` is written into ``y``.
 
     Returns
     -------
-    (pre, out)
-        ``pre`` is ``y`` itself (or ``None`` without ``keep_pre``); ``out`` is a new tensor, or
-        ``y`` when ``activation`` is ``'none'`` and ``keep_pre``.
+    (act_grad, out)
+        ``act_grad`` (of dtype ``GRAD_DTYPES[y.dtype]``) is ``None`` without ``keep_grad`` or
+        activation; ``out`` is a new tensor when ``act_grad`` took ``y``'s memory, else ``y``
+        itself.
     """
     # y, x: (rows, channels)
     for name, t, per_channel in (("y", y, False), ("bias", bias, True), ("x", x, False),
                                  ("gamma", gamma, True)):
         _check(name, t, y, per_channel)
-    pre = y if keep_pre else None
-    out = y if keep_pre and activation == "none" else torch.empty_like(y)
+    act_grad = y.view(GRAD_DTYPES[y.dtype]) if keep_grad and activation != "none" else None
+    out = y if act_grad is None else torch.empty_like(y)
     EXTENSION.epilogue_forward(
         y.shape[0], y.shape[1], y.data_ptr(), bias.data_ptr(), _address(x), _address(gamma),
-        _address(pre), out.data_ptr(), ACTIVATION_CODES[activation], _skip_code(x, gamma),
+        _address(act_grad), out.data_ptr(), ACTIVATION_CODES[activation], _skip_code(x, gamma),
         STORAGE_CODES[y.dtype], torch.get_num_threads(),
     )
-    return pre, out
+    return act_grad, out
 
 
 def epilogue_backward(
-    grad_out: torch.Tensor, pre: torch.Tensor | None, activation: str, want_bias: bool = True,
+    grad_out: torch.Tensor, act_grad: torch.Tensor | None = None, want_bias: bool = True,
     x: torch.Tensor | None = None, gamma: torch.Tensor | None = None,
     grad_x: torch.Tensor | None = None, want_grad_pre: bool = True,
+    grad_pre_out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """Gradients of :func:`epilogue_forward` in one pass over ``grad_out``.
 
@@ -99,10 +109,8 @@ def epilogue_backward(
     ----------
     grad_out : Tensor
         Gradient of ``out``, ``(rows, channels)``.
-    pre : Tensor or None
-        The pre-activation kept by the forward pass (``None`` for ``activation='none'``).
-    activation : str
-        As in the forward pass.
+    act_grad : Tensor, optional
+        The derivative kept by the forward pass (``None`` without activation).
     want_bias : bool
         Return the bias gradient (the per-channel sum of ``grad_pre``).
     x, gamma : Tensor, optional
@@ -112,25 +120,29 @@ def epilogue_backward(
         Add the skip input gradient into this tensor instead of returning a new one.
     want_grad_pre : bool
         Write ``grad_pre``; without it only the sums and the skip gradient are computed.
+    grad_pre_out : Tensor, optional
+        Where to write ``grad_pre`` (shaped like ``grad_out``); default: a new tensor.
 
     Returns
     -------
     (grad_pre, grad_bias, grad_gamma, grad_x)
-        ``grad_pre`` is ``grad_out`` itself for ``activation='none'``; the others are ``None``
-        when not asked for. Sums are float32, accumulated in double.
+        ``grad_pre`` is ``grad_out`` itself without ``act_grad``; the others are ``None`` when
+        not asked for. Sums are float32, accumulated in double.
     """
     like = grad_out
-    for name, t, per_channel in (("grad_out", grad_out, False), ("pre", pre, False),
-                                 ("x", x, False), ("gamma", gamma, True),
-                                 ("grad_x", grad_x, False)):
+    for name, t, per_channel in (("grad_out", grad_out, False), ("x", x, False),
+                                 ("gamma", gamma, True), ("grad_x", grad_x, False),
+                                 ("grad_pre_out", grad_pre_out, False)):
         _check(name, t, like, per_channel)
-    if activation != "none" and pre is None:
-        raise ValueError(f"epilogue: activation {activation!r} needs the pre-activation")
+    _check("act_grad", act_grad, like, dtype=GRAD_DTYPES[like.dtype])
     channels = grad_out.shape[1]
-    if activation == "none":
+    if act_grad is None:
         grad_pre, write_pre = grad_out, None
     else:
-        grad_pre = torch.empty_like(grad_out) if want_grad_pre else None
+        if want_grad_pre:
+            grad_pre = torch.empty_like(grad_out) if grad_pre_out is None else grad_pre_out
+        else:
+            grad_pre = None
         write_pre = grad_pre
     grad_bias = grad_out.new_empty(channels, dtype=torch.float32) if want_bias else None
     grad_gamma = grad_out.new_empty(channels, dtype=torch.float32) if gamma is not None else None
@@ -138,9 +150,9 @@ def epilogue_backward(
     if x is not None and grad_x is None:
         grad_x = torch.empty_like(grad_out)
     EXTENSION.epilogue_backward(
-        grad_out.shape[0], channels, grad_out.data_ptr(), _address(pre), _address(write_pre),
-        _address(grad_bias), _address(x), _address(gamma), _address(grad_gamma),
-        _address(grad_x), accumulate, ACTIVATION_CODES[activation], _skip_code(x, gamma),
+        grad_out.shape[0], channels, grad_out.data_ptr(), _address(act_grad),
+        _address(write_pre), _address(grad_bias), _address(x), _address(gamma),
+        _address(grad_gamma), _address(grad_x), accumulate, _skip_code(x, gamma),
         STORAGE_CODES[grad_out.dtype], torch.get_num_threads(),
     )
     return grad_pre, grad_bias, grad_gamma, grad_x
