@@ -63,8 +63,8 @@ void check_codes(int act, int skip, int storage, const char* name) {
 }
 
 void epilogue_forward(int64_t rows, int64_t cols, int64_t y, int64_t bias, int64_t x,
-                      int64_t gamma, int64_t act_grad, int64_t out, int act, int skip,
-                      int storage, int num_threads) {
+                      int64_t gamma, int64_t act_grad, int64_t pre, int64_t out, int act,
+                      int skip, int storage, int num_threads) {
   check_codes(act, skip, storage, "epilogue_forward");
   if (act == 0 && act_grad != 0) {
     throw std::invalid_argument("epilogue_forward: no activation, so no act_grad to keep");
@@ -76,6 +76,7 @@ void epilogue_forward(int64_t rows, int64_t cols, int64_t y, int64_t bias, int64
                                        pointer<const void>(x),
                                        pointer<const float>(gamma),
                                        pointer<void>(act_grad),
+                                       pointer<void>(pre),
                                        pointer<void>(out),
                                        static_cast<nol_fast::Activation>(act),
                                        static_cast<nol_fast::SkipKind>(skip),
@@ -137,11 +138,11 @@ PYBIND11_MODULE(_C, m) {
         py::arg("maximize"), py::arg("adabound"), py::arg("base_lr"), py::arg("final_lr"),
         py::arg("gamma"), py::arg("grad_scale"), py::arg("found_inf"), py::arg("num_threads"));
   m.def("epilogue_forward", &epilogue_forward,
-        "out = act(y + bias + skip(x)), and act' there, over a channels-last (rows, cols) "
-        "matrix (see nol_fast.ops.pointwise.epilogue).",
+        "out = act(y + bias + skip(x)), keeping act' or the pre-activation, over a "
+        "channels-last (rows, cols) matrix (see nol_fast.ops.pointwise.epilogue).",
         py::arg("rows"), py::arg("cols"), py::arg("y"), py::arg("bias"), py::arg("x"),
-        py::arg("gamma"), py::arg("act_grad"), py::arg("out"), py::arg("act"), py::arg("skip"),
-        py::arg("storage"), py::arg("num_threads"));
+        py::arg("gamma"), py::arg("act_grad"), py::arg("pre"), py::arg("out"), py::arg("act"),
+        py::arg("skip"), py::arg("storage"), py::arg("num_threads"));
   m.def("epilogue_backward", &epilogue_backward,
         "Gradient of epilogue_forward: grad_pre, per-channel sums and the skip gradient (see "
         "nol_fast.ops.pointwise.epilogue).",

@@ -45,5 +45,9 @@ class Workspace(threading.local):
             self._buffers[name] = buffer
         return buffer[:numel].view(shape)
 
+    def nbytes(self) -> int:
+        """Bytes held by this thread's buffers (they stay allocated between calls)."""
+        return sum(b.numel() * b.element_size() for b in self._buffers.values())
+
 
 WORKSPACE = Workspace()

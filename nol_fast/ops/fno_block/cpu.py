@@ -110,10 +110,11 @@ def cpu_fno_block_backward(
     grad1, a1, grad_hidden, hidden, grad2, x_modes = (
         t if t.numel() else None for t in saved)
     g = grad_out.reshape(-1, channels)
-    dtype, wide, narrow = g.dtype, g.shape, (g.shape[0], 0)
+    dtype, wide = g.dtype, g.shape
 
     def scratch(name: str, shape: tuple[int, int]) -> torch.Tensor:
-        # the gradients between the block's layers live only in this call
+        # the gradients between the block's layers live only in this call: two buffers, one
+        # as wide as the block and one as wide as its MLP, each reused as soon as it is read
         return WORKSPACE.take(f"fno_block.{name}", shape, dtype)
 
     grads = BlockParams(None, None)  # type: ignore[arg-type]
@@ -123,24 +124,25 @@ def cpu_fno_block_backward(
         narrow = (g.shape[0], w1.shape[0])
         g2, b2, gate2, grad_x = epilogue_backward(
             g, grad2, True, *_epilogue_skip(spec.mlp_skip, rows, params.mlp_skip),
-            grad_pre_out=scratch("g2", wide) if grad2 is not None else None)
+            grad_pre_out=scratch("wide", wide) if grad2 is not None else None)
         if spec.mlp_skip == "linear":
             grads.mlp_skip = weight_grad(g2, rows, params.mlp_skip)
             grad_x = torch.mm(g2, params.mlp_skip.to(dtype))
         elif spec.mlp_skip == "soft-gating":
             grads.mlp_skip = gate2
         w2_grad = weight_grad(g2, hidden, w2)
-        g_hidden, b1, _, _ = epilogue_backward(
-            torch.mm(g2, w2.to(dtype), out=scratch("dh", narrow)), grad_hidden,
-            grad_pre_out=scratch("gh", narrow))
+        g_hidden = torch.mm(g2, w2.to(dtype), out=scratch("narrow", narrow))
+        g_hidden, b1, _, _ = epilogue_backward(g_hidden, grad_hidden, grad_pre_out=g_hidden)
         grads.mlp_weights = (weight_grad(g_hidden, a1, w1), w2_grad)
         grads.mlp_biases = (b1, b2)
-        g = torch.mm(g_hidden, w1.to(dtype), out=scratch("da1", wide))
+        g = torch.mm(g_hidden, w1.to(dtype), out=scratch("wide", wide))
     elif grad2 is not None:
-        g = epilogue_backward(g, grad2, want_bias=False, grad_pre_out=scratch("g2", wide))[0]
+        g = epilogue_backward(g, grad2, want_bias=False, grad_pre_out=scratch("wide", wide))[0]
+    # in place where g is already a scratch buffer; grad_out itself is never written
+    g1_out = g if g.data_ptr() != grad_out.data_ptr() else scratch("wide", wide)
     g1, grads.spectral_bias, gate1, grad_x = epilogue_backward(
         g, grad1, True, *_epilogue_skip(spec.fno_skip, rows, params.fno_skip), grad_x,
-        grad_pre_out=scratch("g1", wide) if grad1 is not None else None)
+        grad_pre_out=g1_out if grad1 is not None else None)
     if spec.fno_skip == "linear":
         grads.fno_skip = weight_grad(g1, rows, params.fno_skip)
         w = params.fno_skip.to(g1.dtype)

@@ -53,19 +53,21 @@ def _skip_code(x: torch.Tensor | None, gamma: torch.Tensor | None) -> int:
 
 def epilogue_forward(
     y: torch.Tensor, bias: torch.Tensor, activation: str, x: torch.Tensor | None = None,
-    gamma: torch.Tensor | None = None, keep_grad: bool = True,
+    gamma: torch.Tensor | None = None, keep: str | None = "grad",
+    out: torch.Tensor | None = None, act_grad: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """``out = activation(y + bias + skip)`` in one pass, keeping ``activation'`` there.
+    """``out = activation(y + bias + skip)`` in one pass, keeping what the backward pass needs.
 
-    The backward pass needs the activation's derivative at the pre-activation, not the
-    pre-activation itself: computed here, where the activation's exp and erf are evaluated
-    anyway, it spares the backward pass their cost. ``y`` is a scratch GEMM output and is
-    overwritten.
+    The backward pass needs the activation's derivative at the pre-activation: kept here
+    (``keep='grad'``), where the activation's exp and erf are evaluated anyway, it spares the
+    backward pass their cost. Layers whose memory matters more keep the pre-activation
+    (``keep='pre'``) and recompute both in the backward pass with this same function.
 
     Parameters
     ----------
     y : Tensor
-        ``(rows, channels)``, float32 or bfloat16.
+        ``(rows, channels)``, float32 or bfloat16; a scratch GEMM output, overwritten by
+        whatever is kept (unless ``act_grad`` is given), or by ``out`` when nothing is.
     bias : Tensor
         ``(channels,)`` float32.
     activation : {'none', 'gelu', 'relu', 'silu', 'tanh'}
@@ -73,28 +75,38 @@ def epilogue_forward(
     x, gamma : Tensor, optional
         Skip input ``(rows, channels)`` added to ``y`` (times the per-channel ``gamma``, float32,
         when given).
-    keep_grad : bool
-        Keep the derivative (in ``y``'s memory); without it ``out`` is written into ``y``.
+    keep : {'grad', 'pre', None}
+        Keep ``activation'`` at the pre-activation (dtype ``GRAD_DTYPES[y.dtype]``), the
+        pre-activation itself, or nothing.
+    out, act_grad : Tensor, optional
+        Where to write the output and the kept derivative (default: a new tensor, and ``y``'s
+        memory).
 
     Returns
     -------
-    (act_grad, out)
-        ``act_grad`` (of dtype ``GRAD_DTYPES[y.dtype]``) is ``None`` without ``keep_grad`` or
-        activation; ``out`` is a new tensor when ``act_grad`` took ``y``'s memory, else ``y``
-        itself.
+    (kept, out)
+        ``kept`` is ``None`` when nothing is kept (always without activation).
     """
     # y, x: (rows, channels)
     for name, t, per_channel in (("y", y, False), ("bias", bias, True), ("x", x, False),
-                                 ("gamma", gamma, True)):
+                                 ("gamma", gamma, True), ("out", out, False)):
         _check(name, t, y, per_channel)
-    act_grad = y.view(GRAD_DTYPES[y.dtype]) if keep_grad and activation != "none" else None
-    out = y if act_grad is None else torch.empty_like(y)
+    _check("act_grad", act_grad, y, dtype=GRAD_DTYPES[y.dtype])
+    if keep not in ("grad", "pre", None):
+        raise ValueError(f"epilogue: keep must be 'grad', 'pre' or None, got {keep!r}")
+    keep = keep if activation != "none" else None
+    grad = (act_grad if act_grad is not None else y.view(GRAD_DTYPES[y.dtype])
+            ) if keep == "grad" else None
+    pre = y if keep == "pre" else None
+    if out is None:
+        out = y if keep is None or (keep == "grad" and act_grad is not None) else (
+            torch.empty_like(y))
     EXTENSION.epilogue_forward(
         y.shape[0], y.shape[1], y.data_ptr(), bias.data_ptr(), _address(x), _address(gamma),
-        _address(act_grad), out.data_ptr(), ACTIVATION_CODES[activation], _skip_code(x, gamma),
-        STORAGE_CODES[y.dtype], torch.get_num_threads(),
+        _address(grad), _address(pre), out.data_ptr(), ACTIVATION_CODES[activation],
+        _skip_code(x, gamma), STORAGE_CODES[y.dtype], torch.get_num_threads(),
     )
-    return act_grad, out
+    return (grad if keep == "grad" else pre), out
 
 
 def epilogue_backward(

@@ -3,9 +3,9 @@
 The FNO's lifting and projection are pointwise MLPs. In channels-last layout
 ``(batch, *grid, channels)`` every layer is one GEMM over all grid points, which the CPU runs at
 close to its GEMM speed, whereas the channels-first ``Conv1d`` of the public layer runs far below
-it. The op returns the activations' derivatives and the hidden values next to the output, so
-its backward op (``nol_fast::channel_mlp_backward``) recomputes nothing; torch.compile sees two
-opaque nodes with fake implementations.
+it. The op returns the hidden layers' pre-activations next to the output, from which its
+backward op (``nol_fast::channel_mlp_backward``) recomputes the activations; torch.compile sees
+two opaque nodes with fake implementations.
 
 Backends
 --------
@@ -33,7 +33,7 @@ import torch
 
 from nol_fast.ops.extension import missing
 from nol_fast.ops.pointwise import cpu, reference
-from nol_fast.ops.pointwise.epilogue import GRAD_DTYPES, STORAGE_CODES
+from nol_fast.ops.pointwise.epilogue import STORAGE_CODES
 
 BACKENDS = ("reference", "cpu")
 ENV_VAR = "NOL_FAST_BACKEND"
@@ -89,49 +89,48 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
 @torch.library.custom_op("nol_fast::channel_mlp", mutates_args=(), device_types="cpu")
 def _channel_mlp(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor],
                  activation: str) -> list[torch.Tensor]:
-    # x: (..., in); weights[i]: (out_i, in_i); returns [out, *act_grads, *hidden]
+    # x: (..., in); weights[i]: (out_i, in_i); returns [out, *pre_activations]
     with torch.autocast("cpu", enabled=False):
-        out, act_grads, hidden = cpu.cpu_channel_mlp(x, weights, biases, activation)
-    return [out, *act_grads, *hidden]
+        out, pres = cpu.cpu_channel_mlp(x, weights, biases, activation)
+    return [out, *pres]
 
 
 @_channel_mlp.register_fake
 def _(x, weights, biases, activation):
     rows = x.numel() // x.shape[-1]
-    hidden = [x.new_empty((rows, w.shape[0])) for w in weights[:-1]]
-    grads = [h.new_empty(h.shape, dtype=GRAD_DTYPES[x.dtype]) for h in hidden]
-    return [x.new_empty((*x.shape[:-1], weights[-1].shape[0])), *grads, *hidden]
+    return [x.new_empty((*x.shape[:-1], weights[-1].shape[0])),
+            *(x.new_empty((rows, w.shape[0])) for w in weights[:-1])]
 
 
 @torch.library.custom_op("nol_fast::channel_mlp_backward", mutates_args=(), device_types="cpu")
 def _channel_mlp_backward(
     grad_out: torch.Tensor, x: torch.Tensor, weights: list[torch.Tensor],
-    saved: list[torch.Tensor], needs_input_grad: bool,
+    biases: list[torch.Tensor], pres: list[torch.Tensor], activation: str,
+    needs_input_grad: bool,
 ) -> list[torch.Tensor]:
     # returns [grad_x (empty unless needs_input_grad), *grad_weights, *grad_biases]
-    n = len(weights) - 1
     with torch.autocast("cpu", enabled=False):
         grad_x, grad_w, grad_b = cpu.cpu_channel_mlp_backward(
-            grad_out, x, weights, saved[:n], saved[n:], needs_input_grad)
+            grad_out, x, weights, biases, pres, activation, needs_input_grad)
     return [x.new_empty(0) if grad_x is None else grad_x, *grad_w, *grad_b]
 
 
 @_channel_mlp_backward.register_fake
-def _(grad_out, x, weights, saved, needs_input_grad):
+def _(grad_out, x, weights, biases, pres, activation, needs_input_grad):
     grad_x = x.new_empty(x.shape if needs_input_grad else (0,))
     return [grad_x, *(w.new_empty(w.shape) for w in weights),
             *(x.new_empty((w.shape[0],), dtype=torch.float32) for w in weights)]
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    x, weights, _, _ = inputs
+    x, weights, biases, activation = inputs
     saved = output[1:]
-    ctx.save_for_backward(x, *weights, *saved)
+    ctx.save_for_backward(x, *weights, *biases, *saved)
     ctx.mark_non_differentiable(*saved)
     # The saved outputs get no gradient; without this autograd would fill a zero tensor of
     # each one's size for the backward call (several activation-sized fills per block).
     ctx.set_materialize_grads(False)
-    ctx.n_layers = len(weights)
+    ctx.n_layers, ctx.activation = len(weights), activation
 
 
 def _backward(ctx, grads):
@@ -140,7 +139,8 @@ def _backward(ctx, grads):
     x, *rest = ctx.saved_tensors
     n = ctx.n_layers
     grad_x, *grad_params = _channel_mlp_backward(
-        grads[0].contiguous(), x, rest[:n], rest[n:], ctx.needs_input_grad[0])
+        grads[0].contiguous(), x, rest[:n], rest[n:2 * n], rest[2 * n:], ctx.activation,
+        ctx.needs_input_grad[0])
     return (grad_x if ctx.needs_input_grad[0] else None, grad_params[:n], grad_params[n:],
             None)
 

@@ -1,0 +1,285 @@
+"""``nol-fast benchmark e2e``: the whole FNO training step against neuraloperator.
+
+Users judge a training library by one number, the time of a whole training step of their
+model next to what they use today. Every candidate here trains the same FNO (neuraloperator's,
+converted with :meth:`FNO.from_neuralop` for nol_fast, so the weights are equal) on the same
+batches with the same loss (MSE) and optimizer settings (AdamW, lr 1e-3, weight decay 1e-4, no
+gradient clipping):
+
+* ``neuraloperator loop``: neuraloperator's FNO with torch's AdamW in a minimal loop, fused for
+  the real parameters and foreach for the complex ones (fused takes no complex tensors), the
+  strongest baseline;
+* ``neuraloperator Trainer``: neuraloperator's own ``Trainer`` with the same optimizer;
+* ``nol_fast fp32``: nol_fast's :class:`~nol_fast.training.Trainer` with
+  ``mixed_precision=False``;
+* ``nol_fast default``: the Trainer with its default precision policy (bfloat16 on CPUs with
+  native bf16, see :mod:`nol_fast.training.precision`).
+
+The candidates run in interleaved rounds (:mod:`nol_fast.bench.timing`), one epoch of a few
+steps each per round, and the table gives the median ms per step, the ratio to each baseline,
+and the peak memory of an epoch (bytes allocated by torch, from the profiler). Speed is never
+bought with wrong answers: from the same initial weights every candidate also trains
+:data:`GUARD_STEPS` steps, and its training loss must agree with the fp32 baseline's within
+:data:`GUARD_TOLERANCE` (looser for reduced precision). ``benchmarks/bench_e2e.py`` times the
+same candidates with pytest-benchmark; :func:`to_json` keeps results for tracking.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.profiler import ProfilerActivity, profile
+
+from nol_fast.bench.timing import interleaved_medians
+from nol_fast.models import FNO
+from nol_fast.ops.workspace import WORKSPACE
+from nol_fast.training import Trainer, TrainingConfig
+
+LR, WEIGHT_DECAY = 1e-3, 1e-4
+STEPS_PER_EPOCH = 4
+GUARD_STEPS = 20
+# Relative difference of the loss after GUARD_STEPS steps from the fp32 baseline's, by the
+# dtype a candidate computes in (bfloat16 keeps 8 significant bits).
+GUARD_TOLERANCE = {torch.float32: 1e-3, torch.bfloat16: 5e-2, torch.float16: 5e-2}
+
+NEURALOP_LOOP = "neuraloperator loop"
+NEURALOP_TRAINER = "neuraloperator Trainer"
+OURS_FP32 = "nol_fast fp32"
+OURS_DEFAULT = "nol_fast default"
+BASELINES = (NEURALOP_LOOP, NEURALOP_TRAINER)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """A benchmark problem: the FNO's size and one batch."""
+
+    n_modes: tuple[int, ...]
+    width: int
+    n_layers: int
+    batch: int
+    grid: tuple[int, ...]
+
+    def describe(self) -> str:
+        return (f"FNO modes {'x'.join(map(str, self.n_modes))}, width {self.width}, "
+                f"{self.n_layers} layers, batch {self.batch}, grid {'x'.join(map(str, self.grid))}")
+
+
+SETUPS: dict[str, Setup] = {
+    "a": Setup((16, 16), 32, 4, 8, (64, 64)),
+    "b": Setup((12, 12), 64, 4, 16, (32, 32)),
+    "c": Setup((16,), 64, 4, 32, (1024,)),
+}
+
+
+def neuralop_missing() -> str | None:
+    """``None`` when neuraloperator is installed, else the reason the benchmark cannot run."""
+    if importlib.util.find_spec("neuralop") is None:
+        return "neuraloperator is not installed (pip install nol-fast[interop])"
+    return None
+
+
+def make_batches(setup: Setup, n_batches: int, seed: int = 0
+                 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches of a learnable operator: smooth random fields and their smoothed versions.
+
+    Inputs are white noise low-pass filtered in Fourier space; targets apply a fixed
+    ``1 / (1 + |k|^2 / 16)`` filter to them, a linear operator an FNO can learn.
+
+    Examples
+    --------
+    >>> [x.shape for x, _ in make_batches(SETUPS["c"], 2)]
+    [torch.Size([32, 1, 1024]), torch.Size([32, 1, 1024])]
+    """
+    g = torch.Generator().manual_seed(seed)
+    dims = tuple(range(2, 2 + len(setup.grid)))
+    freqs = torch.meshgrid(*(torch.fft.fftfreq(n) * n for n in setup.grid[:-1]),
+                           torch.fft.rfftfreq(setup.grid[-1]) * setup.grid[-1], indexing="ij")
+    k2 = sum(f ** 2 for f in freqs)
+    smooth, target = torch.exp(-k2 / 64), 1 / (1 + k2 / 16)
+    batches = []
+    for _ in range(n_batches):
+        noise = torch.randn(setup.batch, 1, *setup.grid, generator=g)
+        spectrum = torch.fft.rfftn(noise, dim=dims) * smooth
+        x = torch.fft.irfftn(spectrum, s=setup.grid, dim=dims)
+        x = x / x.std()
+        y = torch.fft.irfftn(spectrum * target, s=setup.grid, dim=dims) / x.std()
+        batches.append((x.contiguous(), y.contiguous()))
+    return batches
+
+
+def neuralop_model(setup: Setup, seed: int = 0) -> nn.Module:
+    """neuraloperator's default FNO of ``setup`` (one input and one output channel)."""
+    from neuralop.models import FNO as NeuralopFNO
+
+    torch.manual_seed(seed)
+    return NeuralopFNO(setup.n_modes, 1, 1, setup.width, n_layers=setup.n_layers)
+
+
+class Run:
+    """One candidate: ``epoch()`` trains one pass over the batches of ``model``."""
+
+    dtype = torch.float32  # the dtype the forward pass computes in
+
+    def __init__(self, batches: list[tuple[torch.Tensor, torch.Tensor]],
+                 model: nn.Module) -> None:
+        self.batches = batches
+        self.model = model
+
+    def epoch(self) -> None:
+        raise NotImplementedError
+
+
+class NeuralopLoop(Run):
+    def __init__(self, batches, model: nn.Module) -> None:
+        super().__init__(batches, model)
+        real = [p for p in model.parameters() if not p.is_complex()]
+        complex_ = [p for p in model.parameters() if p.is_complex()]
+        self.optimizers = [
+            torch.optim.AdamW(real, LR, weight_decay=WEIGHT_DECAY, fused=True),
+            torch.optim.AdamW(complex_, LR, weight_decay=WEIGHT_DECAY, foreach=True),
+        ]
+
+    def epoch(self) -> None:
+        for x, y in self.batches:
+            for opt in self.optimizers:
+                opt.zero_grad(set_to_none=True)
+            F.mse_loss(self.model(x), y).backward()
+            for opt in self.optimizers:
+                opt.step()
+
+
+class _MSE:
+    """MSE in the calling convention of neuraloperator's Trainer: ``loss(out, **sample)``."""
+
+    def __call__(self, out: torch.Tensor, y: torch.Tensor, **_: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(out, y)
+
+
+class _Batches(list):
+    """Batch dicts with the ``dataset`` length that neuraloperator's Trainer reads."""
+
+    @property
+    def dataset(self) -> range:
+        return range(sum(len(batch["y"]) for batch in self))
+
+
+class NeuralopTrainer(Run):
+    def __init__(self, batches, model: nn.Module) -> None:
+        from neuralop.training import Trainer as NeuralopTrainerClass
+
+        super().__init__(batches, model)
+        self.trainer = NeuralopTrainerClass(model=model, n_epochs=1, device="cpu",
+                                            verbose=False)
+        # The Trainer's own epoch loop; train() would add an evaluation pass per epoch.
+        self.trainer.optimizer = torch.optim.AdamW(model.parameters(), LR,
+                                                   weight_decay=WEIGHT_DECAY, foreach=True)
+        self.trainer.scheduler = torch.optim.lr_scheduler.LambdaLR(self.trainer.optimizer,
+                                                                   lambda _: 1.0)
+        self.trainer.regularizer = None
+        self.loader = _Batches({"x": x, "y": y} for x, y in batches)
+        self.epochs = 0
+
+    def epoch(self) -> None:
+        self.trainer.train_one_epoch(self.epochs, self.loader, _MSE())
+        self.epochs += 1
+
+
+class OursTrainer(Run):
+    def __init__(self, batches, model: nn.Module, mixed_precision: bool) -> None:
+        config = TrainingConfig(mixed_precision=mixed_precision, gradient_clipping=0.0,
+                                learning_rate=LR, weight_decay=WEIGHT_DECAY,
+                                sync_frequency=len(batches))
+        self.trainer = Trainer(FNO.from_neuralop(model), batches, None, config=config,
+                               device="cpu")
+        super().__init__(batches, self.trainer.model)
+        self.dtype = self.trainer.amp_dtype or torch.float32
+
+    def epoch(self) -> None:
+        self.trainer.train(self.trainer.epoch + 1)
+
+
+def candidates(setup: Setup, batches, seed: int = 0) -> dict[str, Callable[[], Run]]:
+    """Factories of every candidate's run on ``setup``, each from the same initial weights."""
+    return {
+        NEURALOP_LOOP: lambda: NeuralopLoop(batches, neuralop_model(setup, seed)),
+        NEURALOP_TRAINER: lambda: NeuralopTrainer(batches, neuralop_model(setup, seed)),
+        OURS_FP32: lambda: OursTrainer(batches, neuralop_model(setup, seed), False),
+        OURS_DEFAULT: lambda: OursTrainer(batches, neuralop_model(setup, seed), True),
+    }
+
+
+def peak_memory_mb(fn: Callable[[], object]) -> float:
+    """Peak of the bytes allocated by torch while ``fn`` runs, in MiB (profiler events)."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    live = peak = 0
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        live += event.self_cpu_memory_usage
+        peak = max(peak, live)
+    return peak / 2 ** 20
+
+
+@dataclass
+class Result:
+    """One candidate on one setup."""
+
+    setup: str
+    candidate: str
+    dtype: str
+    ms_per_step: float
+    peak_mb: float
+    guard_loss: float
+    guard_reference: float
+    guard_tolerance: float
+    ratios: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def guard_ok(self) -> bool:
+        return abs(self.guard_loss - self.guard_reference) <= (
+            self.guard_tolerance * abs(self.guard_reference))
+
+
+def guard_losses(factories: dict[str, Callable[[], Run]]) -> dict[str, tuple[float, torch.dtype]]:
+    """``{name: (loss, dtype)}``: each candidate trains one epoch afresh, then its MSE on the
+    batches it trained on is evaluated in float32."""
+    out = {}
+    for name, factory in factories.items():
+        run = factory()
+        run.epoch()
+        with torch.no_grad():
+            loss = sum(float(F.mse_loss(run.model(x), y)) for x, y in run.batches)
+        out[name] = (loss / len(run.batches), run.dtype)
+    return out
+
+
+def run_setup(name: str, repeat: int = 5, steps_per_epoch: int = STEPS_PER_EPOCH,
+              guard_steps: int = GUARD_STEPS) -> list[Result]:
+    """Time every candidate on setup ``name`` and check the accuracy guard."""
+    reason = neuralop_missing()
+    if reason is not None:
+        raise RuntimeError(f"the e2e benchmark needs neuraloperator: {reason}")
+    setup = SETUPS[name]
+    timed = candidates(setup, make_batches(setup, steps_per_epoch))
+    runs = {key: factory() for key, factory in timed.items()}
+    medians = interleaved_medians({key: run.epoch for key, run in runs.items()},
+                                  torch.device("cpu"), repeat=repeat)
+    # nol_fast's kernels keep scratch buffers between steps (nol_fast.ops.workspace); they count.
+    peaks = {key: peak_memory_mb(run.epoch)
+             + (WORKSPACE.nbytes() / 2 ** 20 if isinstance(run, OursTrainer) else 0.0)
+             for key, run in runs.items()}
+    guard = guard_losses(candidates(setup, make_batches(setup, guard_steps, seed=1)))
+    reference = guard[NEURALOP_LOOP][0]
+    results = []
+    for key, run in runs.items():
+        ms = medians[key] / steps_per_epoch
+        result = Result(name, key, str(run.dtype).replace("torch.", ""), ms, peaks[key],
+                        guard[key][0], reference, GUARD_TOLERANCE[guard[key][1]])
+        results.append(result)
+    for result in results:
+        result.ratios = {base: medians[base] / medians[result.candidate] for base in BASELINES}
+    return results
