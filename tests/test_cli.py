@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -232,3 +233,30 @@ def test_data_generate_time_series_and_bad_options(tmp_path, capsys):
     assert main(["data", "generate", "darcy", "--n", "2", "--out", str(out),
                  "--set", "bogus=1"]) == 1
     assert "--set 'bogus=1'" in capsys.readouterr().err
+
+
+def test_benchmark_e2e_table_and_json_agree(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("neuralop")
+    from nol_fast.bench import e2e
+
+    # A tiny setup: the table's shape, the JSON file and the guard, not the speed.
+    monkeypatch.setitem(e2e.SETUPS, "tiny", e2e.Setup((4, 4), 8, 2, 2, (8, 8)))
+    monkeypatch.setattr(e2e, "STEPS_PER_EPOCH", 2)
+    monkeypatch.setattr(e2e, "GUARD_STEPS", 3)
+    out = tmp_path / "e2e.json"
+    assert main(["benchmark", "e2e", "--setups", "tiny", "--repeat", "1", "--json",
+                 str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "accuracy guard FAILED" not in text
+    report = json.loads(out.read_text())
+    results = {r["candidate"]: r for r in report["results"]}
+    assert list(results) == list(e2e.NAMES)
+    loop_ms = results[e2e.NEURALOP_LOOP]["ms_per_step"]
+    for name, r in results.items():
+        assert r["guard_ok"] and r["peak_mb"] > 0 and r["ms_per_step"] > 0
+        assert r["ratios"][e2e.NEURALOP_LOOP] == pytest.approx(loop_ms / r["ms_per_step"])
+        row = next(line for line in text.splitlines() if line.startswith(f"tiny  {name}"))
+        assert f"{r['ratios'][e2e.NEURALOP_LOOP]:.2f}x" in row
+    assert results[e2e.OURS_FP32]["dtype"] == "float32"
+    assert main(["benchmark", "e2e", "--setups", "huge"]) == 1
+    assert "unknown e2e setup(s) ['huge']" in capsys.readouterr().err

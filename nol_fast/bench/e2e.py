@@ -27,14 +27,20 @@ same candidates with pytest-benchmark; :func:`to_json` keeps results for trackin
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import json
+import logging
+import platform
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.profiler import ProfilerActivity, profile
 
+from nol_fast import __version__
 from nol_fast.bench.timing import interleaved_medians
 from nol_fast.models import FNO
 from nol_fast.ops.workspace import WORKSPACE
@@ -74,6 +80,9 @@ SETUPS: dict[str, Setup] = {
     "b": Setup((12, 12), 64, 4, 16, (32, 32)),
     "c": Setup((16,), 64, 4, 32, (1024,)),
 }
+
+
+NAMES = (NEURALOP_LOOP, NEURALOP_TRAINER, OURS_FP32, OURS_DEFAULT)
 
 
 def neuralop_missing() -> str | None:
@@ -173,7 +182,8 @@ class NeuralopTrainer(Run):
         from neuralop.training import Trainer as NeuralopTrainerClass
 
         super().__init__(batches, model)
-        self.trainer = NeuralopTrainerClass(model=model, n_epochs=1, device="cpu",
+        device = next(model.parameters()).device
+        self.trainer = NeuralopTrainerClass(model=model, n_epochs=1, device=str(device),
                                             verbose=False)
         # The Trainer's own epoch loop; train() would add an evaluation pass per epoch.
         self.trainer.optimizer = torch.optim.AdamW(model.parameters(), LR,
@@ -185,7 +195,10 @@ class NeuralopTrainer(Run):
         self.epochs = 0
 
     def epoch(self) -> None:
-        self.trainer.train_one_epoch(self.epochs, self.loader, _MSE())
+        with warnings.catch_warnings():
+            # its Trainer calls model(**sample), handing the FNO the target too
+            warnings.filterwarnings("ignore", "FNO.forward.. received unexpected keyword")
+            self.trainer.train_one_epoch(self.epochs, self.loader, _MSE())
         self.epochs += 1
 
 
@@ -194,27 +207,50 @@ class OursTrainer(Run):
         config = TrainingConfig(mixed_precision=mixed_precision, gradient_clipping=0.0,
                                 learning_rate=LR, weight_decay=WEIGHT_DECAY,
                                 sync_frequency=len(batches))
-        self.trainer = Trainer(FNO.from_neuralop(model), batches, None, config=config,
-                               device="cpu")
+        device = next(model.parameters()).device
+        self.trainer = Trainer(FNO.from_neuralop(model).to(device), batches, None,
+                               config=config, device=device)
         super().__init__(batches, self.trainer.model)
         self.dtype = self.trainer.amp_dtype or torch.float32
 
     def epoch(self) -> None:
-        self.trainer.train(self.trainer.epoch + 1)
+        logger = logging.getLogger("nol_fast.training")
+        level = logger.level
+        logger.setLevel(logging.WARNING)  # no per-epoch log line inside the timed rounds
+        try:
+            self.trainer.train(self.trainer.epoch + 1)
+        finally:
+            logger.setLevel(level)
 
 
-def candidates(setup: Setup, batches, seed: int = 0) -> dict[str, Callable[[], Run]]:
+def candidates(setup: Setup, batches, device: torch.device, seed: int = 0
+               ) -> dict[str, Callable[[], Run]]:
     """Factories of every candidate's run on ``setup``, each from the same initial weights."""
+    batches = [(x.to(device), y.to(device)) for x, y in batches]
+
+    def model() -> nn.Module:
+        return neuralop_model(setup, seed).to(device)
+
     return {
-        NEURALOP_LOOP: lambda: NeuralopLoop(batches, neuralop_model(setup, seed)),
-        NEURALOP_TRAINER: lambda: NeuralopTrainer(batches, neuralop_model(setup, seed)),
-        OURS_FP32: lambda: OursTrainer(batches, neuralop_model(setup, seed), False),
-        OURS_DEFAULT: lambda: OursTrainer(batches, neuralop_model(setup, seed), True),
+        NEURALOP_LOOP: lambda: NeuralopLoop(batches, model()),
+        NEURALOP_TRAINER: lambda: NeuralopTrainer(batches, model()),
+        OURS_FP32: lambda: OursTrainer(batches, model(), False),
+        OURS_DEFAULT: lambda: OursTrainer(batches, model(), True),
     }
 
 
-def peak_memory_mb(fn: Callable[[], object]) -> float:
-    """Peak of the bytes allocated by torch while ``fn`` runs, in MiB (profiler events)."""
+def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float:
+    """Peak of the bytes allocated by torch while ``fn`` runs, in MiB.
+
+    CUDA keeps the peak itself; on the CPU it comes from the profiler's allocation events.
+    """
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        start = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - start) / 2 ** 20
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     live = peak = 0
@@ -257,22 +293,24 @@ def guard_losses(factories: dict[str, Callable[[], Run]]) -> dict[str, tuple[flo
     return out
 
 
-def run_setup(name: str, repeat: int = 5, steps_per_epoch: int = STEPS_PER_EPOCH,
-              guard_steps: int = GUARD_STEPS) -> list[Result]:
-    """Time every candidate on setup ``name`` and check the accuracy guard."""
+def run_setup(name: str, device: torch.device, repeat: int = 5,
+              steps_per_epoch: int = STEPS_PER_EPOCH, guard_steps: int = GUARD_STEPS
+              ) -> list[Result]:
+    """Time every candidate on setup ``name`` on ``device`` and check the accuracy guard."""
     reason = neuralop_missing()
     if reason is not None:
         raise RuntimeError(f"the e2e benchmark needs neuraloperator: {reason}")
     setup = SETUPS[name]
-    timed = candidates(setup, make_batches(setup, steps_per_epoch))
+    timed = candidates(setup, make_batches(setup, steps_per_epoch), device)
     runs = {key: factory() for key, factory in timed.items()}
-    medians = interleaved_medians({key: run.epoch for key, run in runs.items()},
-                                  torch.device("cpu"), repeat=repeat)
-    # nol_fast's kernels keep scratch buffers between steps (nol_fast.ops.workspace); they count.
-    peaks = {key: peak_memory_mb(run.epoch)
+    medians = interleaved_medians({key: run.epoch for key, run in runs.items()}, device,
+                                  repeat=repeat)
+    # nol_fast's CPU kernels keep scratch buffers between steps (nol_fast.ops.workspace);
+    # they count.
+    peaks = {key: peak_memory_mb(run.epoch, device)
              + (WORKSPACE.nbytes() / 2 ** 20 if isinstance(run, OursTrainer) else 0.0)
              for key, run in runs.items()}
-    guard = guard_losses(candidates(setup, make_batches(setup, guard_steps, seed=1)))
+    guard = guard_losses(candidates(setup, make_batches(setup, guard_steps, seed=1), device))
     reference = guard[NEURALOP_LOOP][0]
     results = []
     for key, run in runs.items():
@@ -283,3 +321,61 @@ def run_setup(name: str, repeat: int = 5, steps_per_epoch: int = STEPS_PER_EPOCH
     for result in results:
         result.ratios = {base: medians[base] / medians[result.candidate] for base in BASELINES}
     return results
+
+
+def format_table(results: Sequence[Result]) -> str:
+    """Table of ms per step, speed-ups (baseline time / time, > 1 is faster) and peak memory."""
+    header = (f"{'setup':<6}{'candidate':<24}{'dtype':<10}{'ms/step':>9}"
+              f"{'vs loop':>9}{'vs Trainer':>12}{'peak MiB':>10}{'guard':>16}")
+    lines = [header, "-" * len(header)]
+    for r in results:
+        guard = f"{(r.guard_loss / r.guard_reference - 1):+.1e} {'ok' if r.guard_ok else 'FAIL'}"
+        lines.append(f"{r.setup:<6}{r.candidate:<24}{r.dtype:<10}{r.ms_per_step:>9.1f}"
+                     f"{r.ratios[NEURALOP_LOOP]:>8.2f}x{r.ratios[NEURALOP_TRAINER]:>11.2f}x"
+                     f"{r.peak_mb:>10.1f}{guard:>16}")
+    lines.append("guard: relative difference of the loss after the guard epoch from the "
+                 "neuraloperator loop's (fp32), and whether it is within tolerance")
+    return "\n".join(lines)
+
+
+def to_json(results: Sequence[Result], repeat: int, device: torch.device) -> str:
+    """The results with what they were measured on, as JSON (one file per run, for tracking)."""
+    return json.dumps({
+        "benchmark": "e2e",
+        "nol_fast": __version__,
+        "torch": torch.__version__,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": platform.machine(),
+        "device": str(device),
+        "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                        else platform.processor()),
+        "threads": torch.get_num_threads(),
+        "repeat": repeat,
+        "steps_per_epoch": STEPS_PER_EPOCH,
+        "results": [{**asdict(r), "guard_ok": r.guard_ok} for r in results],
+    }, indent=2)
+
+
+def run(setups: Sequence[str], device: torch.device, repeat: int = 5,
+        json_path: str | None = None) -> str:
+    """Benchmark ``setups`` (keys of :data:`SETUPS`) on ``device`` and return the table.
+
+    With ``json_path`` the results are also written there (:func:`to_json`).
+
+    Examples
+    --------
+    >>> print(run(["c"], torch.device("cpu"), repeat=1))  # doctest: +SKIP
+    """
+    unknown = [s for s in setups if s not in SETUPS]
+    if unknown:
+        raise ValueError(f"unknown e2e setup(s) {unknown}; choose from {list(SETUPS)}")
+    results = [r for name in setups for r in run_setup(name, device, repeat)]
+    if json_path is not None:
+        with open(json_path, "w") as f:
+            f.write(to_json(results, repeat, device))
+    described = "; ".join(f"{name}: {SETUPS[name].describe()}" for name in setups)
+    failed = [f"{r.setup}/{r.candidate}" for r in results if not r.guard_ok]
+    footer = f"\naccuracy guard FAILED for: {', '.join(failed)}" if failed else ""
+    return (f"training step on {device} ({torch.get_num_threads()} CPU threads), median of "
+            f"{repeat} interleaved rounds of {STEPS_PER_EPOCH} steps; {described}\n"
+            f"{format_table(results)}{footer}")

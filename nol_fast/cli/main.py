@@ -66,17 +66,26 @@ def _add_benchmark(subparsers) -> None:
         "against neuraloperator (when installed) and the FFT reference. 'optim': one step of "
         "nol_fast's FusedAdamW and AdaBound (automatic and reference backends) against "
         "torch.optim.AdamW (for-loop, foreach, fused) and the adabound package (when "
-        "installed), with effective bandwidth and its share of the device's copy bandwidth.",
+        "installed), with effective bandwidth and its share of the device's copy bandwidth. "
+        "'e2e': the whole FNO training step of nol_fast's Trainer (fp32 and its default "
+        "precision) against neuraloperator's FNO in a minimal loop and in neuraloperator's "
+        "Trainer, same weights, data, loss and optimizer, with peak memory and an accuracy "
+        "guard (CPU).",
     )
-    parser.add_argument("op", choices=("spectral", "optim"), help="what to time")
+    parser.add_argument("op", choices=("spectral", "optim", "e2e"), help="what to time")
     parser.add_argument("--repeat", type=int, default=None,
                         help="timed rounds (default: 20 for spectral; for optim 20 on fno, "
-                        "5 on 10m)")
+                        "5 on 10m; 5 for e2e)")
     parser.add_argument("--shapes", default="1d,2d,3d",
                         help="spectral: comma-separated shapes among 1d, 2d, 3d (default: all)")
     parser.add_argument("--sets", default="fno,10m",
                         help="optim: comma-separated parameter sets among fno (the parameters "
                         "of a 2-D FNO) and 10m (100 tensors, 10 M elements) (default: both)")
+    parser.add_argument("--setups", default="a,b,c",
+                        help="e2e: comma-separated setups among a (2-D, 64x64, width 32), b "
+                        "(2-D, 32x32, width 64) and c (1-D, 1024, width 64) (default: all)")
+    parser.add_argument("--json", type=Path, default=None, metavar="FILE",
+                        help="e2e: also write the results to FILE as JSON")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, ...")
     parser.set_defaults(handler=_benchmark)
 
@@ -165,6 +174,14 @@ def _benchmark(args: argparse.Namespace) -> int:
 
     if args.repeat is not None and args.repeat < 1:
         raise ValueError(f"--repeat must be a positive int, got {args.repeat}")
+    if args.op == "e2e":
+        from nol_fast.bench.e2e import run as run_e2e
+
+        setups = [n.strip() for n in args.setups.split(",") if n.strip()]
+        repeat = {} if args.repeat is None else {"repeat": args.repeat}
+        json_path = None if args.json is None else str(args.json)
+        print(run_e2e(setups, resolve_device(args.device), json_path=json_path, **repeat))
+        return 0
     if args.op == "spectral":
         from nol_fast.bench.spectral import run
         names = args.shapes
