@@ -35,7 +35,10 @@ from nol_fast.ops.optim_step.tables import (
 
 # Memory-bound: 4096 elements over 8 warps is 16 per thread, four 16-byte accesses per fp32
 # stream, which keeps enough bytes in flight; big chunks also keep the chunk table short.
-_NUM_WARPS = 8
+# No contraction into fused multiply-adds: every operation is rounded on its own, as in the
+# CUDA kernel and the reference, so the backends agree to the last bit (the step is
+# memory-bound, so the extra instructions cost nothing measurable).
+COMPILE_OPTIONS = {"num_warps": 8, "enable_fp_fusion": False}
 _TL_DTYPES = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
 
 
@@ -67,7 +70,7 @@ def _update_chunk(
     m = tl.load(m_ptr + offs, mask=mask)
     v = tl.load(v_ptr + offs, mask=mask)
     if HAS_GRAD_SCALE:
-        g = g / tl.load(grad_scale_ptr).to(tl.float32)
+        g = tl.div_rn(g, tl.load(grad_scale_ptr).to(tl.float32))
     if MAXIMIZE:
         g = -g
     if DECOUPLED:
@@ -86,14 +89,17 @@ def _update_chunk(
     if AMSGRAD:
         v_hat = tl.maximum(tl.load(vmax_ptr + offs, mask=mask), v)
         tl.store(vmax_ptr + offs, v_hat, mask=mask)
+    # Correctly rounded sqrt and division: on the GPU `tl.sqrt` is sqrt.approx.ftz, which
+    # flushes a subnormal v to zero (an infinite step with eps=0), and `/` is approximate.
     if ADABOUND:
         # coefficients: step size with both bias corrections, lower and upper bound
-        lr_t = step_size / (tl.sqrt(v_hat) + eps)
+        lr_t = tl.div_rn(step_size, tl.sqrt_rn(v_hat) + eps)
         lr_t = tl.minimum(tl.maximum(lr_t, tl.load(coef_ptr + 1)), tl.load(coef_ptr + 2))
         p = p - lr_t * m
     else:
         # coefficients: lr / bias_correction1, sqrt(bias_correction2)
-        p = p + (-step_size) * (m / (tl.sqrt(v_hat) / tl.load(coef_ptr + 1) + eps))
+        denom = tl.div_rn(tl.sqrt_rn(v_hat), tl.load(coef_ptr + 1)) + eps
+        p = p + (-step_size) * tl.div_rn(m, denom)
     tl.store(m_ptr + offs, m, mask=mask)
     tl.store(v_ptr + offs, v, mask=mask)
     tl.store(p_ptr + offs, _to_param_dtype(p, P_DTYPE), mask=mask)
@@ -166,7 +172,7 @@ def _launch(
         P_DTYPE=_TL_DTYPES[groups[0][0].dtype], G_DTYPE=_TL_DTYPES[groups[0][1].dtype],
         ADABOUND=adabound, AMSGRAD=amsgrad, MAXIMIZE=maximize, DECOUPLED=decoupled,
         HAS_GRAD_SCALE=grad_scale is not None, HAS_FOUND_INF=found_inf is not None,
-        ALIGN=16 if aligned else 1, BLOCK=BLOCK, num_warps=_NUM_WARPS,
+        ALIGN=16 if aligned else 1, BLOCK=BLOCK, **COMPILE_OPTIONS,
     )
 
 

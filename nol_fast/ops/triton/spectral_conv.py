@@ -110,6 +110,10 @@ def _complex_mode_gemm_kernel(
         b_mask = mode_ok[:, None, None, None] & (offs_q < Q)[None, None, :, None]
         acc_re = tl.full((BLOCK_M, BLOCK_P, BLOCK_Q), 0.0, tl.float32)
         acc_im = tl.full((BLOCK_M, BLOCK_P, BLOCK_Q), 0.0, tl.float32)
+        # Steps along k in int64: a stride below 2**31 arrives as int32, and BLOCK_K times
+        # it can pass 2**31 (a 1024**2 grid at 128 channels), which would wrap in int32.
+        a_step = stride_ak.to(tl.int64) * BLOCK_K
+        b_step = stride_bk.to(tl.int64) * BLOCK_K
         for k0 in range(0, K, BLOCK_K):
             k_ok = offs_k < K - k0
             # Upcast right after the load: no arithmetic in half precision.
@@ -127,8 +131,8 @@ def _complex_mode_gemm_kernel(
             acc_re = tl.dot(-a_im, b_im, acc_re, input_precision="ieee")
             acc_im = tl.dot(a_re, b_im, acc_im, input_precision="ieee")
             acc_im = tl.dot(a_im, b_re, acc_im, input_precision="ieee")
-            a_ptrs += BLOCK_K * stride_ak
-            b_ptrs += BLOCK_K * stride_bk
+            a_ptrs += a_step
+            b_ptrs += b_step
         # c tile: (BLOCK_M, BLOCK_P, BLOCK_Q, 2)
         c_offs = (c_modes[:, None, None, None] + offs_p64[None, :, None, None] * stride_cp
                   + offs_q64[None, None, :, None] * stride_cq + reim[None, None, None, :])
