@@ -39,17 +39,15 @@ keep their old values. The skip is a ``torch.where`` on the device, not a host-s
 
 from __future__ import annotations
 
-import functools
-import importlib
 import os
 from collections.abc import Callable, Sequence
-from types import ModuleType
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from nol_fast.ops import extension
+from nol_fast.ops.launch import triton_status
 from nol_fast.ops.optim_step import cpu as cpu_step
 
 BACKENDS = ("reference", "cpu", "triton", "cuda")
@@ -58,26 +56,15 @@ ENV_VAR = "NOL_FAST_BACKEND"
 _PREFERENCE = {"cpu": ("cpu", "reference"), "cuda": ("triton", "cuda", "reference")}
 
 
-@functools.cache
-def _triton_module() -> ModuleType | None:
-    """:mod:`nol_fast.ops.triton.optim`, or ``None`` when it cannot be imported here."""
-    try:
-        return importlib.import_module("nol_fast.ops.triton.optim")
-    except ImportError:
-        return None
-
-
 def backend_status(backend: str, device: torch.device) -> str | None:
     """``None`` if ``backend`` runs on tensors of ``device``, else the reason it does not."""
     if backend == "reference":
         return None
+    if backend == "triton":
+        return triton_status(device.type)
     if device.type != ("cpu" if backend == "cpu" else "cuda"):
         return f"runs on {'CPU' if backend == 'cpu' else 'CUDA'} tensors only"
-    if backend == "triton" and _triton_module() is None:
-        return "nol_fast.ops.triton.optim cannot be imported (is triton installed?)"
-    if backend in ("cpu", "cuda"):
-        return extension.missing(cuda=backend == "cuda")
-    return None
+    return extension.missing(cuda=backend == "cuda")
 
 
 def check_backend_name(backend: str | None) -> None:
@@ -168,7 +155,9 @@ def _count(state_steps: Sequence[Tensor], found_inf: Tensor | None, by: int) -> 
 def _device_kernel(name: str, backend: str) -> Callable:
     """The one-launch kernel ``name`` (``'adam'`` or ``'adabound'``) of a device backend."""
     if backend == "triton":
-        return getattr(_triton_module(), f"{name}_step_triton")
+        from nol_fast.ops.triton import optim
+
+        return getattr(optim, f"{name}_step_triton")
     from nol_fast.ops.optim_step import cuda
 
     return getattr(cuda, f"{name}_step_cuda")

@@ -117,6 +117,10 @@ class Trainer:
         if not isinstance(self.config, TrainingConfig):
             raise TypeError(f"config must be a TrainingConfig, got {type(self.config).__name__}")
         self.device = torch.device(device) if device is not None else _model_device(model)
+        if self.device.type == "cuda" and self.device.index is not None:
+            # Code that launches on the current device (Triton kernels, the CUDA extension,
+            # tensors made with device="cuda") then follows the training device.
+            torch.cuda.set_device(self.device)
         self.model = self.place_model(model)
         self.train_loader = train_loader
         self.val_loader = val_loader

@@ -24,6 +24,7 @@ import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
+from nol_fast.ops import launch
 from nol_fast.ops.optim_step.tables import (
     BLOCK,
     adabound_coefficients,
@@ -146,11 +147,11 @@ def _multi_tensor_step_kernel(
                           AMSGRAD, MAXIMIZE, DECOUPLED, HAS_GRAD_SCALE)
 
 
-_INTERPRETED = isinstance(_multi_tensor_step_kernel, InterpretedFunction)
+INTERPRETED = isinstance(_multi_tensor_step_kernel, InterpretedFunction)
 
 
 def _check_device(device: torch.device) -> None:
-    if device.type != "cuda" and not _INTERPRETED:
+    if device.type != "cuda" and not INTERPRETED:
         raise ValueError(f"the Triton optimizer kernels need CUDA tensors, got device {device} "
                          "(CPU tensors work only with TRITON_INTERPRET=1 set before import)")
 
@@ -165,15 +166,16 @@ def _launch(
     meta, chunks, n_chunks, aligned = tables(groups)
     if n_chunks == 0:
         return
-    _multi_tensor_step_kernel[(n_chunks,)](
-        meta, chunks, coefs, coefs if grad_scale is None else grad_scale,
-        coefs if found_inf is None else found_inf,
-        1.0 - beta1, beta2, 1.0 - beta2, eps, weight_decay,
-        P_DTYPE=_TL_DTYPES[groups[0][0].dtype], G_DTYPE=_TL_DTYPES[groups[0][1].dtype],
-        ADABOUND=adabound, AMSGRAD=amsgrad, MAXIMIZE=maximize, DECOUPLED=decoupled,
-        HAS_GRAD_SCALE=grad_scale is not None, HAS_FOUND_INF=found_inf is not None,
-        ALIGN=16 if aligned else 1, BLOCK=BLOCK, **COMPILE_OPTIONS,
-    )
+    with launch.device_guard(meta.device):  # Triton launches on the current device
+        _multi_tensor_step_kernel[(n_chunks,)](
+            meta, chunks, coefs, coefs if grad_scale is None else grad_scale,
+            coefs if found_inf is None else found_inf,
+            1.0 - beta1, beta2, 1.0 - beta2, eps, weight_decay,
+            P_DTYPE=_TL_DTYPES[groups[0][0].dtype], G_DTYPE=_TL_DTYPES[groups[0][1].dtype],
+            ADABOUND=adabound, AMSGRAD=amsgrad, MAXIMIZE=maximize, DECOUPLED=decoupled,
+            HAS_GRAD_SCALE=grad_scale is not None, HAS_FOUND_INF=found_inf is not None,
+            ALIGN=16 if aligned else 1, BLOCK=BLOCK, **COMPILE_OPTIONS,
+        )
 
 
 def adam_step_triton(

@@ -56,6 +56,8 @@ import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
+from nol_fast.ops import launch
+
 _ACCEPTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _BLOCK_DOT = 16  # tile of the dims fed to tl.dot (see _launch_mode_gemm)
 _BLOCK_M = 2  # kept modes per GEMM program
@@ -154,7 +156,7 @@ def _complex_mode_gemm_kernel(
         tl.store(c_ptr + offs, tl.full((BLOCK_R, 2 * BLOCK_Z), 0.0, tl.float32), mask=mask)
 
 
-_INTERPRETED = isinstance(_complex_mode_gemm_kernel, InterpretedFunction)
+INTERPRETED = isinstance(_complex_mode_gemm_kernel, InterpretedFunction)
 
 
 class _PassTables(NamedTuple):
@@ -257,13 +259,15 @@ def _launch_mode_gemm(
     n_mix_programs = triton.cdiv(n_kept, _BLOCK_M) * n_p_tiles * n_q_tiles
     n_z_tiles = triton.cdiv(n_dst, block_z)
     n_zero_programs = triton.cdiv(p * q, block_r) * n_z_tiles
-    _complex_mode_gemm_kernel[(n_mix_programs + n_zero_programs,)](
-        a, b, out, tables.kept, tables.row_kept,
-        p, q, k, n_kept, n_last, row_len, n_dst, n_p_tiles, n_q_tiles, n_mix_programs, n_z_tiles,
-        *a_strides, *b_strides, out.stride(0), out.stride(1),
-        CONJ_A=conj_a, CONJ_B=conj_b, BLOCK_M=_BLOCK_M, BLOCK_P=_BLOCK_DOT, BLOCK_Q=_BLOCK_DOT,
-        BLOCK_K=_BLOCK_DOT, BLOCK_R=block_r, BLOCK_Z=block_z, num_warps=4,
-    )
+    with launch.device_guard(out.device):  # Triton launches on the current device
+        _complex_mode_gemm_kernel[(n_mix_programs + n_zero_programs,)](
+            a, b, out, tables.kept, tables.row_kept,
+            p, q, k, n_kept, n_last, row_len, n_dst, n_p_tiles, n_q_tiles, n_mix_programs,
+            n_z_tiles, *a_strides, *b_strides, out.stride(0), out.stride(1),
+            CONJ_A=conj_a, CONJ_B=conj_b, BLOCK_M=_BLOCK_M, BLOCK_P=_BLOCK_DOT,
+            BLOCK_Q=_BLOCK_DOT, BLOCK_K=_BLOCK_DOT, BLOCK_R=block_r, BLOCK_Z=block_z,
+            num_warps=4,
+        )
 
 
 def _check_spectrum(name: str, t: torch.Tensor) -> None:
@@ -299,7 +303,7 @@ def _check_device(**tensors: torch.Tensor) -> torch.device:
     device = next(iter(devices.values()))
     if any(d != device for d in devices.values()):
         raise ValueError(f"tensors must share one device, got {devices}")
-    if device.type != "cuda" and not _INTERPRETED:
+    if device.type != "cuda" and not INTERPRETED:
         raise ValueError(
             f"the Triton spectral kernels need CUDA tensors, got device {device} (CPU tensors "
             "run only under the Triton interpreter, TRITON_INTERPRET=1)"
