@@ -10,13 +10,23 @@ backend for the spectral convolution.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import io
 import os
 import types
 
 import pytest
 import torch
-from conftest import make_param
+from conftest import (
+    OPTIMIZER_CLOSE,
+    OPTIMIZER_GROUPS,
+    OPTIMIZER_STEPS,
+    assert_params_close,
+    make_param,
+    optimizer_trajectories,
+)
+from torch.utils._python_dispatch import TorchDispatchMode
 
 os.environ["TRITON_INTERPRET"] = "1"  # before triton, and the kernels, are first imported
 pytest.importorskip("triton", reason="the Triton kernels need the triton package")
@@ -25,9 +35,10 @@ from nol_fast.models import SpectralConv  # noqa: E402
 from nol_fast.ops import launch  # noqa: E402
 from nol_fast.ops import triton as triton_kernels  # noqa: E402
 from nol_fast.ops.optim_step import cuda as cuda_step  # noqa: E402
+from nol_fast.ops.optim_step import tables  # noqa: E402
 from nol_fast.ops.triton import optim as triton_optim  # noqa: E402
 from nol_fast.ops.triton import spectral_conv as triton_spectral  # noqa: E402
-from nol_fast.optim import FusedAdamW  # noqa: E402
+from nol_fast.optim import AdaBound, FusedAdam, FusedAdamW  # noqa: E402
 
 if not triton_kernels.INTERPRETED:
     pytest.skip(
@@ -35,6 +46,120 @@ if not triton_kernels.INTERPRETED:
         "this file in its own pytest process to test the kernels on the CPU",
         allow_module_level=True,
     )
+
+@pytest.mark.parametrize("name", list(OPTIMIZER_GROUPS))
+@pytest.mark.parametrize("decoupled", [False, True], ids=["adam", "adamw"])
+def test_fused_adam_matches_torch(name, decoupled):
+    """float32 and channels_last params go through the kernel, float64 ones through the
+    reference path in the same step, bfloat16 ones through the kernel with float32 moments."""
+    ours_cls, torch_cls = (FusedAdamW, torch.optim.AdamW) if decoupled else (
+        FusedAdam, torch.optim.Adam)  # fmt: skip
+    kwargs = {"lr": 1e-2, "weight_decay": 0.1, "amsgrad": True}
+    optimizer, ours, wide = optimizer_trajectories(
+        lambda ps: ours_cls(ps, backend="triton", **kwargs),
+        lambda ps: torch_cls(ps, foreach=False, **kwargs), OPTIMIZER_GROUPS[name])
+    assert_params_close(ours, wide)
+    for p in ours:
+        state = optimizer.state[p]
+        assert state["step"].item() == OPTIMIZER_STEPS and state["step"].device == p.device
+        assert state["exp_avg"].dtype == (torch.float32 if p.dtype == torch.bfloat16
+                                          else p.dtype)
+        assert state["exp_avg"].stride() == p.stride()
+
+
+# the package calls the deprecated ``Tensor.add(Number, Tensor)`` overload
+@pytest.mark.filterwarnings("ignore:This overload of add:UserWarning")
+@pytest.mark.parametrize("name", ["float32", "mixed"])
+def test_adabound_matches_package(name):
+    adabound = pytest.importorskip("adabound")
+    kwargs = {"lr": 1e-2, "final_lr": 0.1, "gamma": 1e-3, "weight_decay": 0.1,
+              "amsbound": True}
+    _, ours, wide = optimizer_trajectories(lambda ps: AdaBound(ps, backend="triton", **kwargs),
+                                           lambda ps: adabound.AdaBound(ps, **kwargs),
+                                           OPTIMIZER_GROUPS[name])
+    assert_params_close(ours, wide)
+
+
+# the interpreter computes the lanes past the end of a chunk too (0 / 0 there, never stored)
+@pytest.mark.filterwarnings("ignore:invalid value encountered in divide:RuntimeWarning")
+@pytest.mark.parametrize("backend", ["triton", "reference"])
+def test_subnormal_second_moment_with_zero_eps_gives_a_finite_step(backend):
+    """With ``eps=0`` a gradient of 1e-20 makes ``v`` subnormal; its square root must not be
+    flushed to zero (an infinite step), so the step matches torch's."""
+    ours, theirs = (torch.full((5,), 1.0, requires_grad=True) for _ in range(2))
+    for p in (ours, theirs):
+        p.grad = torch.full((5,), 1e-20)
+    FusedAdam([ours], lr=1e-2, eps=0.0, backend=backend).step()
+    torch.optim.Adam([theirs], lr=1e-2, eps=0.0).step()
+    assert torch.isfinite(ours).all()
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("cls", [FusedAdamW, AdaBound])
+def test_failed_step_changes_nothing(cls):
+    """A step that raises leaves params, moments and step counters as they were."""
+    params = [make_param((7,)).requires_grad_(),
+              make_param((3, 5), torch.bfloat16).requires_grad_()]
+    optimizer = cls(params, lr=1e-2, backend="triton")
+    for p in params:
+        p.grad = torch.ones_like(p)
+    optimizer.step()
+    state = [t.clone() for p in params for t in (p, *optimizer.state[p].values())]
+    with pytest.raises(ValueError, match="grad_scale"):
+        optimizer.step(grad_scale=torch.ones(2))
+    after = [t for p in params for t in (p, *optimizer.state[p].values())]
+    assert all(torch.equal(a, b) for a, b in zip(after, state, strict=True))
+    assert [optimizer.state[p]["step"].item() for p in params] == [1, 1]
+
+
+@pytest.mark.parametrize("cls", [FusedAdamW, AdaBound])
+def test_grad_scaler_skip_and_unscale_match_a_plain_step(cls):
+    """found_inf skips the whole step (counters too); grad_scale divides the grads."""
+
+    def make():
+        return [make_param((7,)).requires_grad_(),
+                make_param((3, 5), torch.float64).requires_grad_()]
+
+    scaled, plain = make(), make()
+    ours, reference = cls(scaled, lr=1e-2, backend="triton"), cls(plain, lr=1e-2)
+    for p in scaled:
+        p.grad = torch.full_like(p, float("inf"))
+    ours.step(grad_scale=torch.tensor([8.0]), found_inf=torch.tensor([1.0]))
+    assert all(ours.state[p]["step"].item() == 0 for p in scaled)
+    for p, q in zip(scaled, plain, strict=True):
+        q.grad = torch.randn(q.shape, generator=torch.Generator().manual_seed(2)).to(q.dtype)
+        p.grad = 8 * q.grad
+    ours.step(grad_scale=torch.tensor([8.0]), found_inf=torch.tensor([0.0]))
+    reference.step()
+    for p, q in zip(scaled, plain, strict=True):
+        torch.testing.assert_close(p, q, **OPTIMIZER_CLOSE[p.dtype])
+        assert ours.state[p]["step"].item() == 1
+
+
+def test_fp32_moments_of_low_precision_params_survive_a_checkpoint():
+    """torch casts loaded state to the param's dtype; the float32 moments of a bfloat16
+    param are kept, so a resumed run continues exactly where the saved one was."""
+    grads = [torch.randn(4099, generator=torch.Generator().manual_seed(i)).bfloat16()
+             for i in range(4)]
+    straight, resumed = (make_param((4099,), torch.bfloat16).requires_grad_() for _ in range(2))
+    optimizer = FusedAdamW([straight], lr=1e-2, backend="triton")
+    for g in grads:
+        straight.grad = g
+        optimizer.step()
+    before = FusedAdamW([resumed], lr=1e-2, backend="triton")
+    for g in grads[:2]:
+        resumed.grad = g
+        before.step()
+    buffer = io.BytesIO()
+    torch.save(before.state_dict(), buffer)
+    buffer.seek(0)
+    after = FusedAdamW([resumed], lr=1.0, backend="triton")
+    after.load_state_dict(torch.load(buffer, weights_only=True))
+    assert after.state[resumed]["exp_avg_sq"].dtype == torch.float32
+    for g in grads[2:]:
+        resumed.grad = g
+        after.step()
+    assert torch.equal(resumed, straight)
 
 
 # ---------------------------------------------------------------- the spectral convolution
@@ -121,6 +246,49 @@ def test_every_launch_runs_under_its_tensors_device_guard(launches_and_guards):
 
 
 # ------------------------------------------------------------------ syncs per parameter
+
+
+class _OpCounter(TorchDispatchMode):
+    """Counts the aten ops that run, by name."""
+
+    def __init__(self):
+        super().__init__()
+        self.counts = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.counts[str(func)] += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("cls", [FusedAdamW, AdaBound])
+def test_step_ops_do_not_grow_with_the_number_of_params(cls):
+    """On a GPU every per-parameter transfer or read of a counter or of ``found_inf`` is a
+    host sync; a step whose ops do not depend on the number of params has none of them, and
+    nothing in it reads a value back (``aten._local_scalar_dense``)."""
+
+    def ops_of_second_step(n_params):
+        params = [make_param((5 + i,), seed=i).requires_grad_() for i in range(n_params)]
+        optimizer = cls(params, lr=1e-2, backend="triton")
+        for p in params:
+            p.grad = torch.ones_like(p)
+        optimizer.step()  # creates the state
+        with _OpCounter() as counter:
+            optimizer.step(grad_scale=torch.tensor([2.0]), found_inf=torch.tensor([0.0]))
+        return counter.counts
+
+    few, many = ops_of_second_step(3), ops_of_second_step(9)
+    assert few == many
+    assert "aten._local_scalar_dense.default" not in few
+
+
+def test_step_counts_move_to_the_device_in_one_copy():
+    """Counters kept elsewhere than the params (the functional API allows it) are stacked
+    where they live and moved once, not one copy per parameter."""
+    steps = [torch.tensor(float(i)) for i in range(6)]
+    with _OpCounter() as counter:
+        counts = tables.step_counts(steps, torch.device("meta"))
+    assert counts.shape == (6,) and counts.dtype == torch.float64
+    assert counter.counts["aten._to_copy.default"] == 1
 
 
 # -------------------------------------------------------- tables under CUDA-graph capture

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from nol_fast.optim.base import MultiTensorOptimizer
+from nol_fast.optim.base import MultiTensorOptimizer, step_counter, zeros_moment
 from nol_fast.optim.multi_tensor import adabound_step
 
 
@@ -216,23 +216,14 @@ class AdaBound(MultiTensorOptimizer):
         )
 
     def _state_of(self, param: Tensor, group: dict[str, Any]) -> list[Tensor | None]:
-        """``[exp_avg, exp_avg_sq, max_exp_avg_sq or None, step]`` of ``param``, created if new.
-
-        The step counter is a float32 tensor on the CPU, so a skipped mixed-precision step can
-        leave it unchanged without a branch on the host; an integer counter from an older
-        checkpoint is converted.
-        """
         state = self.state[param]
         if not state:
-            state["step"] = torch.tensor(0.0)
-            state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
+            state["exp_avg"] = zeros_moment(param)
+            state["exp_avg_sq"] = zeros_moment(param)
             if group["amsbound"]:
-                state["max_exp_avg_sq"] = torch.zeros_like(
-                    param, memory_format=torch.preserve_format
-                )
-        elif not torch.is_tensor(state["step"]):
-            state["step"] = torch.tensor(float(state["step"]))
+                state["max_exp_avg_sq"] = zeros_moment(param)
+        state["step"] = step_counter(state["step"], param)
         maximum = state["max_exp_avg_sq"] if group["amsbound"] else None
         return [state["exp_avg"], state["exp_avg_sq"], maximum, state["step"]]
 

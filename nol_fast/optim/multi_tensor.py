@@ -49,6 +49,7 @@ from torch import Tensor
 from nol_fast.ops import extension
 from nol_fast.ops.launch import triton_status
 from nol_fast.ops.optim_step import cpu as cpu_step
+from nol_fast.ops.optim_step.tables import launch_groups
 
 BACKENDS = ("reference", "cpu", "triton", "cuda")
 ENV_VAR = "NOL_FAST_BACKEND"
@@ -143,13 +144,47 @@ def _unscaled(grads: Sequence[Tensor], grad_scale: Tensor | None) -> list[Tensor
     return [g / grad_scale.to(g.device) for g in grads]
 
 
-def _count(state_steps: Sequence[Tensor], found_inf: Tensor | None, by: int) -> None:
-    """Advance the counters by ``by``, or take back (``by=-1``) a step skipped for ``found_inf``."""
-    if by > 0:
-        torch._foreach_add_(list(state_steps), by)
-    elif found_inf is not None:
-        for step in state_steps:
-            step.sub_(found_inf.to(step.device, step.dtype))
+def _check_amp_scalars(grad_scale: Tensor | None, found_inf: Tensor | None) -> None:
+    """Raise ``ValueError`` unless ``grad_scale`` and ``found_inf`` are None or one-element
+    tensors: checked before a step changes anything."""
+    for name, value in (("grad_scale", grad_scale), ("found_inf", found_inf)):
+        if value is not None and (not isinstance(value, Tensor) or value.numel() != 1):
+            shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise ValueError(f"{name} must be a one-element tensor or None, got {shape}")
+
+
+def _advance(state_steps: Sequence[Tensor]) -> None:
+    """Add one to every step counter (one op for the whole list)."""
+    if state_steps:
+        torch._foreach_add_(list(state_steps), 1)
+
+
+def _take_back(state_steps: Sequence[Tensor], found_inf: Tensor | None) -> None:
+    """Subtract ``found_inf`` (0 or 1) from the counters: a skipped step does not count.
+
+    On the device of the counters, one op per device and no value read on the host.
+    """
+    if found_inf is None or not state_steps:
+        return
+    by_device: dict[torch.device, list[Tensor]] = {}
+    for step in state_steps:
+        by_device.setdefault(step.device, []).append(step)
+    for device, steps in by_device.items():
+        torch._foreach_add_(steps, found_inf.to(device, torch.float32).reshape(()), alpha=-1)
+
+
+def _host_values(state_steps: Sequence[Tensor]) -> list[float]:
+    """The counters as Python numbers, read in one transfer when they share a device."""
+    if len({s.device for s in state_steps}) == 1:
+        return torch.stack([s.reshape(()) for s in state_steps]).tolist()
+    return [s.item() for s in state_steps]
+
+
+def _rows(lists: tuple[list[Tensor], ...], rows: Sequence[int]) -> tuple[list[Tensor], ...]:
+    """The lists restricted to ``rows`` (the lists themselves when that is all of them)."""
+    if len(rows) == len(lists[0]):
+        return lists
+    return tuple([seq[i] for i in rows] if seq else [] for seq in lists)
 
 
 def _device_kernel(name: str, backend: str) -> Callable:
@@ -161,6 +196,56 @@ def _device_kernel(name: str, backend: str) -> Callable:
     from nol_fast.ops.optim_step import cuda
 
     return getattr(cuda, f"{name}_step_cuda")
+
+
+def _device_launches(
+    backend: str, lists: tuple[list[Tensor], ...]
+) -> tuple[list[tuple[torch.device, list[int]]], list[int]]:
+    """The rows a device kernel updates, per launch and its device, and the other rows.
+
+    A launch takes the rows of one device and one (param, grad) dtype pair that the kernel
+    accepts (see :func:`nol_fast.ops.optim_step.tables.launch_groups`) on a device where
+    ``backend`` runs; every other row (float64, moments in another precision, a strided
+    layout) is left to the reference path, as the ``cpu`` backend does.
+    """
+    groups, rest = launch_groups(lists, use_max=bool(lists[4]))
+    launches = []
+    for (device, _, _), rows in groups.items():
+        if backend_status(backend, device) is None:
+            launches.append((device, rows))
+        else:
+            rest.extend(rows)
+    return launches, sorted(rest)
+
+
+def _device_step(
+    name: str,
+    backend: str,
+    lists: tuple[list[Tensor], ...],
+    state_steps: Sequence[Tensor],
+    hyper: dict[str, Any],
+) -> list[int]:
+    """Update the rows a device kernel takes, one launch per device and dtype pair; return
+    the indices of the other rows.
+
+    The counters of the launched rows are advanced before the launches (the coefficients
+    read them) and taken back where ``found_inf`` is set, all on the device.
+    """
+    launches, rest = _device_launches(backend, lists)
+    kernel = _device_kernel(name, backend)
+    launched = [state_steps[i] for _, rows in launches for i in rows]
+    _advance(launched)
+    try:
+        for device, rows in launches:
+            amp = {k: hyper[k].to(device) for k in ("grad_scale", "found_inf")
+                   if hyper[k] is not None}
+            kernel(*_rows(lists, rows), [state_steps[i] for i in rows], **{**hyper, **amp})
+    except BaseException:
+        if launched:
+            torch._foreach_sub_(launched, 1)
+        raise
+    _take_back(launched, hyper["found_inf"])
+    return rest
 
 
 def _dispatch(
@@ -176,30 +261,30 @@ def _dispatch(
     Every backend advances the step counters before the update reads them, and leaves
     tensors and counters as they were where ``found_inf`` is nonzero: the kernels skip such a
     step on their own (the counters advanced here are taken back), while tensors left to the
-    reference path are restored from copies.
+    reference path are restored from copies. Arguments are checked and the rows sorted
+    between kernel and reference before anything changes, so a step that raises leaves the
+    counters as they were.
     """
     found_inf = hyper["found_inf"]
+    _check_amp_scalars(hyper["grad_scale"], found_inf)
     chosen = resolve_backend(backend, lists[0][0].device)
     rest: Sequence[int] = range(len(state_steps))
     if chosen in ("triton", "cuda"):
-        _count(state_steps, found_inf, 1)
-        _device_kernel(name, chosen)(*lists, state_steps, **hyper)
-        _count(state_steps, found_inf, -1)
-        return
-    if chosen == "cpu":
+        rest = _device_step(name, chosen, lists, state_steps, hyper)
+    elif chosen == "cpu":
         rest = cpu_step.multi_tensor_step(lists if lists[4] else lists[:4], state_steps,
                                           adabound=name == "adabound", hyper=hyper)
     if not rest:
         return
-    sub = tuple([seq[i] for i in rest] if seq else [] for seq in lists)
+    sub = _rows(lists, rest)
     steps = [state_steps[i] for i in rest]
     saved = [] if found_inf is None else [(t, t.clone()) for seq in sub[:1] + sub[2:]
                                           for t in seq]
-    _count(steps, found_inf, 1)
-    reference(*sub, steps, **{k: v for k, v in hyper.items() if k != "found_inf"})
+    _advance(steps)
+    reference(*sub, _host_values(steps), **{k: v for k, v in hyper.items() if k != "found_inf"})
     for tensor, before in saved:
         tensor.copy_(torch.where(found_inf.to(tensor.device) != 0, before, tensor))
-    _count(steps, found_inf, -1)
+    _take_back(steps, found_inf)
 
 
 def adam_step(
@@ -314,13 +399,31 @@ def adabound_step(
     _dispatch("adabound", backend, lists, state_steps, hyper, _adabound_reference)
 
 
+def _in_moment_precision(
+    params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor]
+) -> tuple[list[Tensor], list[Tensor], list[tuple[Tensor, Tensor]]]:
+    """Params and grads in their moments' precision, and the (param, copy) pairs to write back.
+
+    The optimizers keep float32 moments for bfloat16 and float16 params; the update then runs
+    in float32 on a copy of the param, which is rounded back into it afterwards, as the device
+    kernels do.
+    """
+    if all(p.dtype == m.dtype for p, m in zip(params, exp_avgs, strict=True)):
+        return params, grads, []
+    work = [p if p.dtype == m.dtype else p.to(m.dtype) for p, m in zip(params, exp_avgs,
+                                                                          strict=True)]
+    grads = [g if g.dtype == m.dtype else g.to(m.dtype) for g, m in zip(grads, exp_avgs,
+                                                                          strict=True)]
+    return work, grads, [(p, w) for p, w in zip(params, work, strict=True) if w is not p]
+
+
 def _adam_reference(
     params: list[Tensor],
     grads: list[Tensor],
     exp_avgs: list[Tensor],
     exp_avg_sqs: list[Tensor],
     max_exp_avg_sqs: list[Tensor],
-    state_steps: Sequence[Tensor],
+    steps: list[float],
     *,
     lr: float | Tensor,
     beta1: float,
@@ -332,7 +435,9 @@ def _adam_reference(
     maximize: bool,
     grad_scale: Tensor | None,
 ) -> None:
-    """The reference backend of :func:`adam_step` on real views, counters already advanced."""
+    """The reference backend of :func:`adam_step` on real views; ``steps`` are the values of
+    the counters, already advanced."""
+    params, grads, write_back = _in_moment_precision(params, grads, exp_avgs)
     grads = _unscaled(grads, grad_scale)
     if maximize:
         grads = torch._foreach_neg(grads)
@@ -349,14 +454,13 @@ def _adam_reference(
         torch._foreach_maximum_(max_exp_avg_sqs, exp_avg_sqs)
     second_moments = max_exp_avg_sqs if amsgrad else exp_avg_sqs
     # Bias corrections differ per tensor (a parameter may have skipped steps without a grad).
-    for param, exp_avg, second, step in zip(
-        params, exp_avgs, second_moments, state_steps, strict=True
-    ):
-        t = step.item()
+    for param, exp_avg, second, t in zip(params, exp_avgs, second_moments, steps, strict=True):
         bias_correction1 = 1 - beta1**t
         bias_correction2_sqrt = (1 - beta2**t) ** 0.5
         denom = (second.sqrt() / bias_correction2_sqrt).add_(eps)
         param.addcdiv_(exp_avg, denom, value=-(lr / bias_correction1))
+    for param, work in write_back:
+        param.copy_(work)
 
 
 def _adabound_reference(
@@ -365,7 +469,7 @@ def _adabound_reference(
     exp_avgs: list[Tensor],
     exp_avg_sqs: list[Tensor],
     max_exp_avg_sqs: list[Tensor],
-    state_steps: Sequence[Tensor],
+    steps: list[float],
     *,
     lr: float,
     amsbound: bool,
@@ -377,12 +481,15 @@ def _adabound_reference(
     from nol_fast.optim.adabound import adabound_update_
 
     decoupled = hyper.pop("decoupled")
+    params, grads, write_back = _in_moment_precision(params, grads, exp_avgs)
     grads = _unscaled(grads, grad_scale)
     maxima = max_exp_avg_sqs if amsbound else [None] * len(params)
-    for param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step in zip(
-        params, grads, exp_avgs, exp_avg_sqs, maxima, state_steps, strict=True
+    for param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, t in zip(
+        params, grads, exp_avgs, exp_avg_sqs, maxima, steps, strict=True
     ):
         adabound_update_(
-            param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step=int(step.item()),
-            lr=float(lr), decoupled_weight_decay=decoupled, **hyper,
+            param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step=int(t), lr=float(lr),
+            decoupled_weight_decay=decoupled, **hyper,
         )  # fmt: skip
+    for param, work in write_back:
+        param.copy_(work)
