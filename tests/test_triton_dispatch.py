@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import gc
 import io
 import os
 import types
+import weakref
 
 import pytest
 import torch
@@ -36,6 +38,7 @@ from nol_fast.ops import launch  # noqa: E402
 from nol_fast.ops import triton as triton_kernels  # noqa: E402
 from nol_fast.ops.optim_step import cuda as cuda_step  # noqa: E402
 from nol_fast.ops.optim_step import tables  # noqa: E402
+from nol_fast.ops.spectral_conv import modes  # noqa: E402
 from nol_fast.ops.triton import optim as triton_optim  # noqa: E402
 from nol_fast.ops.triton import spectral_conv as triton_spectral  # noqa: E402
 from nol_fast.optim import AdaBound, FusedAdam, FusedAdamW  # noqa: E402
@@ -190,6 +193,37 @@ def test_spectral_conv_triton_matches_reference(case):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
+@contextlib.contextmanager
+def _tensors_from_python_data():
+    """Record every ``torch.tensor``/``torch.as_tensor`` call made from a list or tuple."""
+    calls = []
+    originals = {name: getattr(torch, name) for name in ("tensor", "as_tensor")}
+
+    def recording(name):
+        def make(data, *args, **kwargs):
+            if isinstance(data, (list, tuple)):
+                calls.append((name, data))
+            return originals[name](data, *args, **kwargs)
+        return make
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name in originals:
+            patch.setattr(torch, name, recording(name))
+        yield calls
+
+
+@pytest.mark.parametrize("backend", ["triton", "reference"])
+def test_spectral_conv_builds_no_index_tensor_after_its_first_call(backend):
+    """The mode indices are tensors built once per mode set: on CUDA a tensor built from a
+    Python list is a blocking copy per layer, and cannot be made during graph capture."""
+    conv = SpectralConv(3, 2, (4, 5), backend=backend)
+    x = torch.randn(2, 3, 10, 9, requires_grad=True)
+    conv(x, output_shape=(12, 11)).sum().backward()  # builds and caches the indices
+    with _tensors_from_python_data() as calls:
+        conv(x, output_shape=(12, 11)).sum().backward()
+    assert calls == []
+
+
 # ------------------------------------------------------------------------- device guard
 
 
@@ -294,3 +328,44 @@ def test_step_counts_move_to_the_device_in_one_copy():
 # -------------------------------------------------------- tables under CUDA-graph capture
 
 
+@pytest.fixture
+def capture(monkeypatch):
+    """Pretend that the current stream captures a CUDA graph while ``state['on']``."""
+    state = {"on": False}
+    monkeypatch.setattr(launch, "capturing", lambda: state["on"])
+    return state
+
+
+def _survives_eviction(capture, lookup, n_other):
+    """Whether the entry ``lookup(0)`` made during a capture is still cached (the same
+    object, alive) after ``n_other`` other entries were made outside any capture."""
+    capture["on"] = True
+    first = lookup(0)
+    capture["on"] = False
+    alive = weakref.ref(first)
+    for key in range(1, n_other + 1):
+        lookup(key)
+    gc.collect()
+    return alive() is first and lookup(0) is first
+
+
+def test_optimizer_tables_used_in_a_capture_are_not_evicted(capture):
+    groups = [[[torch.zeros(5 + k) for _ in range(4)]] for k in range(40)]
+    assert _survives_eviction(capture, lambda k: tables.tables(groups[k])[0], n_other=39)
+
+
+def test_spectral_tables_used_in_a_capture_are_not_evicted(capture):
+    def lookup(k):
+        index = [torch.tensor([0, 1], dtype=torch.int32)]
+        return triton_spectral._tables(index, index, index, (4, 3 + k), (4, 3 + k), (2, 3),
+                                       torch.device("cpu")).forward.kept
+
+    assert _survives_eviction(capture, lookup, n_other=70)
+
+
+def test_mode_indices_used_in_a_capture_are_not_evicted(capture):
+    def lookup(k):
+        t = torch.zeros(1, 1, 9 + k, 5)
+        return modes._block(((0, 1, 8 + k),), 3, tuple(t.shape[2:]), t.device)[2]
+
+    assert _survives_eviction(capture, lookup, n_other=300)

@@ -12,22 +12,24 @@ The Triton kernel (:mod:`nol_fast.ops.triton.optim`) and the CUDA kernel
   factor), so neither a step count nor a tensor learning rate is read on the host.
 
 Both integer tables go to the device in one copy, cached by addresses and sizes: the
-optimizer state does not move between steps.
+optimizer state does not move between steps. Tables that a CUDA-graph capture read are never
+evicted (:func:`nol_fast.ops.launch.pinned_cache`), as the graph keeps their addresses.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 
 import torch
 
+from nol_fast.ops.launch import pinned_cache
+
 BLOCK = 4096
 PARAM_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
-@functools.lru_cache(maxsize=32)
+@pinned_cache(maxsize=32)  # pinned while a CUDA graph captures a launch that reads it
 def _tables(
     addresses: tuple[tuple[int, ...], ...], numels: tuple[int, ...], device: torch.device,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:

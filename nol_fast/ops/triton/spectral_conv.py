@@ -45,7 +45,6 @@ real and imaginary parts.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 from collections.abc import Sequence
@@ -182,7 +181,7 @@ def _row(position: Sequence[int], spec: Sequence[int]) -> int:
     return row
 
 
-@functools.lru_cache(maxsize=64)
+@launch.pinned_cache(maxsize=64)  # pinned while a CUDA graph captures a launch that reads it
 def _mode_tables(
     in_pos: tuple[tuple[int, ...], ...], out_pos: tuple[tuple[int, ...], ...],
     w_pos: tuple[tuple[int, ...], ...], in_spec: tuple[int, ...], out_spec: tuple[int, ...],
