@@ -7,8 +7,8 @@ import io
 import pytest
 import torch
 
+from nol_fast.ops.optim_step.op import ENV_VAR, adam_step, resolve_backend
 from nol_fast.optim import AdaBound, FusedAdam, FusedAdamW
-from nol_fast.optim.multi_tensor import ENV_VAR, adam_step, resolve_backend
 
 # Every test runs on each CPU backend of the step (the reference and the C++ kernel).
 pytestmark = pytest.mark.usefixtures("optimizer_backend")

@@ -15,7 +15,7 @@
   (``TRITON_INTERPRET=1`` set before :mod:`nol_fast.ops.triton` is first imported), which is
   how the tests run the backends end to end without a GPU.
 
-Nothing here imports triton unless :func:`triton_status` is asked about a device.
+Nothing here imports triton, nor the kernels (they import this module).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
-import importlib
 import importlib.util
 import os
+import sys
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
@@ -97,30 +97,35 @@ def pinned_cache(maxsize: int) -> Callable[[Callable[..., T]], Callable[..., T]]
 
 
 INTERPRETER_VAR = "TRITON_INTERPRET"
+KERNELS = "nol_fast.ops.triton"
 
 
 @functools.cache
-def _triton_import_error() -> str | None:
-    """``None`` if :mod:`nol_fast.ops.triton` imports, else why not (once per process)."""
-    try:
-        importlib.import_module("nol_fast.ops.triton")
-    except ImportError as error:
-        if importlib.util.find_spec("triton") is None:
-            return "triton is not installed"
-        return f"nol_fast.ops.triton cannot be imported ({error})"
-    return None
+def _triton_installed() -> bool:
+    return importlib.util.find_spec("triton") is not None
 
 
 def interpreter_requested() -> bool:
-    """Whether ``TRITON_INTERPRET`` asks for Triton's interpreter (set, and not ``0``)."""
-    return os.environ.get(INTERPRETER_VAR, "0").lower() not in ("", "0", "false", "off")
+    """Whether ``TRITON_INTERPRET`` asks for Triton's interpreter (as Triton reads it)."""
+    return os.environ.get(INTERPRETER_VAR, "0").lower() in ("1", "true", "yes", "on", "y")
+
+
+def _kernels_interpreted() -> bool:
+    """Whether the kernels of :mod:`nol_fast.ops.triton` run in the interpreter.
+
+    Their mode is fixed when that package is first imported; before, it follows the
+    environment. Read from ``sys.modules``, so this module never imports the kernels (which
+    import it).
+    """
+    kernels = sys.modules.get(KERNELS)
+    return getattr(kernels, "INTERPRETED", interpreter_requested())
 
 
 def triton_status(device_type: str) -> str | None:
     """``None`` if the Triton kernels run on tensors of ``device_type`` here, else why not.
 
-    CUDA tensors need a CUDA device and an importable :mod:`nol_fast.ops.triton`; CPU tensors
-    need the kernels to run in Triton's interpreter.
+    CUDA tensors need a CUDA device and the ``triton`` package; CPU tensors need the kernels
+    to run in Triton's interpreter.
 
     Examples
     --------
@@ -130,14 +135,13 @@ def triton_status(device_type: str) -> str | None:
     if device_type == "cuda":
         if not torch.cuda.is_available():
             return "no CUDA device"
-        return _triton_import_error()
+        return None if _triton_installed() else "triton is not installed"
     if device_type != "cpu" or not interpreter_requested():
         return "runs on CUDA tensors only" + (
             f" (or CPU tensors with {INTERPRETER_VAR}=1)" if device_type == "cpu" else "")
-    reason = _triton_import_error()
-    if reason is not None:
-        return reason
-    if not importlib.import_module("nol_fast.ops.triton").INTERPRETED:
+    if not _triton_installed():
+        return "triton is not installed"
+    if not _kernels_interpreted():
         return (f"runs on CUDA tensors only: the Triton kernels were imported before "
                 f"{INTERPRETER_VAR}=1 was set, so they are compiled for the GPU")
     return None

@@ -1,8 +1,9 @@
 """FusedAdam and FusedAdamW: ``torch.optim``-compatible Adam that steps a whole group at once.
 
-Each step hands the tensors of a parameter group to :func:`nol_fast.optim.multi_tensor.adam_step`
-as lists, so the backend chosen there (reference ``torch._foreach_*`` ops now, fused kernels on
-CUDA) updates all parameters together. The state layout (``step``, ``exp_avg``, ``exp_avg_sq``,
+Each step hands the tensors of a parameter group to the multi-tensor op
+:func:`nol_fast.ops.optim_step.op.adam_step` as lists, so the backend chosen there (a C++
+kernel on the CPU, one Triton or CUDA launch on the GPU, ``torch._foreach_*`` ops for the
+reference) updates all parameters together. The state layout (``step``, ``exp_avg``, ``exp_avg_sq``,
 ``max_exp_avg_sq``) is ``torch.optim.Adam``'s, and ``torch.amp.GradScaler`` passes its scale and
 inf flag to the step instead of unscaling the gradients in a separate pass. The moments of
 bfloat16 and float16 parameters are float32.
@@ -16,14 +17,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from nol_fast.ops.optim_step.op import adam_step
 from nol_fast.optim.base import MultiTensorOptimizer, step_counter, zeros_moment
-from nol_fast.optim.multi_tensor import adam_step
 
 
 class FusedAdam(MultiTensorOptimizer):
     """Adam (or AdamW with ``decoupled_weight_decay=True``) over multi-tensor steps.
 
-    The update is ``torch.optim.Adam``'s (see :func:`~nol_fast.optim.multi_tensor.adam_step`).
+    The update is ``torch.optim.Adam``'s (see :func:`~nol_fast.ops.optim_step.op.adam_step`).
     Complex parameters are updated as pairs of reals, as ``torch.optim.Adam`` does.
 
     Parameters
@@ -48,7 +49,7 @@ class FusedAdam(MultiTensorOptimizer):
         tensors on the parameters' device either way, as in ``torch.optim.Adam(fused=True)``.
     backend
         Backend of the multi-tensor op, or ``None`` for automatic selection (see
-        :func:`~nol_fast.optim.multi_tensor.resolve_backend`).
+        :func:`~nol_fast.ops.optim_step.op.resolve_backend`).
     decoupled_weight_decay
         Decay weights as ``p *= 1 - lr * weight_decay`` (AdamW).
 

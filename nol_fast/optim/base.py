@@ -1,7 +1,7 @@
 """The shared ``step`` of nol_fast's optimizers: gather each group's tensors, hand them to the op.
 
 Every optimizer here keeps per-parameter state in lists that a multi-tensor step op
-(:mod:`nol_fast.optim.multi_tensor`) updates in one call per parameter group. What differs
+(:mod:`nol_fast.ops.optim_step.op`) updates in one call per parameter group. What differs
 between algorithms is the state they keep (:meth:`MultiTensorOptimizer._state_of`) and the op
 and hyper-parameters they call it with (:meth:`MultiTensorOptimizer._group_step`).
 """
@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from nol_fast.optim.multi_tensor import check_backend_name
+from nol_fast.ops.optim_step.op import check_backend_name
 
 _IS_SPARSE = operator.attrgetter("is_sparse")
 # Moments of low-precision params are kept in a wider type: bfloat16 second moments lose
@@ -57,7 +57,7 @@ class MultiTensorOptimizer(Optimizer):
 
     def __init__(self, params: Any, defaults: dict[str, Any], backend: str | None) -> None:
         """``backend`` names the multi-tensor op's implementation (None: chosen per device, see
-        :mod:`nol_fast.optim.multi_tensor`). It is checked here, so an unknown name fails when
+        :mod:`nol_fast.ops.optim_step.op`). It is checked here, so an unknown name fails when
         the optimizer is made rather than at its first step."""
         check_backend_name(backend)
         self.backend = backend
@@ -80,7 +80,7 @@ class MultiTensorOptimizer(Optimizer):
             Mixed-precision tensors: gradients are divided by ``grad_scale``, and the step
             (step counters included) is skipped where ``found_inf`` is nonzero. Default to the
             ``grad_scale`` and ``found_inf`` attributes ``torch.amp.GradScaler`` sets on the
-            optimizer (see :mod:`nol_fast.optim.multi_tensor`).
+            optimizer (see :mod:`nol_fast.ops.optim_step.op`).
 
         Returns
         -------
