@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from nol_fast.optim import FusedAdamW
 from nol_fast.training import Trainer, TrainingConfig
 from nol_fast.training.precision import autocast_dtype
 
@@ -34,9 +35,11 @@ def _loader(x, y):
     return DataLoader(TensorDataset(x, y), batch_size=8)
 
 
-def test_fully_skipped_group_with_an_fp16_scaler_steps_nothing():
+@pytest.mark.parametrize("optimizer_class", [torch.optim.SGD, FusedAdamW])
+def test_fully_skipped_group_with_an_fp16_scaler_steps_nothing(optimizer_class):
     """With skip_nonfinite, a group whose micro-batches all have non-finite losses ran no
-    backward; the scaler must not step (it would find no inf checks and raise)."""
+    backward; the scaler must not step (it would find no inf checks and raise, in
+    ``scaler.step`` for SGD, in ``scaler.update`` for an optimizer that unscales itself)."""
     torch.manual_seed(0)
     x, y = torch.randn(64, 3, 5), torch.randn(64, 2, 5)
     y[16:32] = float("nan")  # the second group of two batches
@@ -48,7 +51,7 @@ def test_fully_skipped_group_with_an_fp16_scaler_steps_nothing():
         torch.manual_seed(1)
         model = nn.Conv1d(3, 2, 1)
         trainer = Trainer(model, _loader(*data), None,
-                          torch.optim.SGD(model.parameters(), lr=0.1), config=config)
+                          optimizer_class(model.parameters(), lr=0.1), config=config)
         trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
         histories.append(trainer.train(1))
         assert trainer.scaler.get_scale() == 2.0**16  # no overflow, no growth yet
