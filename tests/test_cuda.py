@@ -214,7 +214,7 @@ def test_optimizer_step_with_a_grad_scaler_does_not_sync(device_backend, cls):
     model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(),
                                 torch.nn.Linear(32, 4)).cuda()
     optimizer = cls(model.parameters(), lr=1e-3, backend=device_backend)
-    scaler = torch.amp.GradScaler("cuda")
+    scaler = torch.amp.GradScaler("cuda", init_scale=2.0**10)  # no overflow: no skipped step
     x = torch.randn(8, 16, device="cuda")
 
     def step():
