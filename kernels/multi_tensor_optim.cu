@@ -3,8 +3,8 @@
 // This is a port of the Triton kernel in nol_fast/ops/triton/optim.py (_multi_tensor_step_kernel
 // and _update_chunk). It reads the same tables and does the same float32 arithmetic in the same
 // order, every operation rounded to nearest even as PyTorch and the Triton interpreter do, so
-// that the backends compute the same step. (Compiled Triton may differ in the last bit: by
-// default it fuses multiply-adds, and its `/` and tl.sqrt are approximate on the GPU.)
+// that the backends compute the same step. (The Triton kernel is compiled without fused
+// multiply-adds and uses tl.div_rn and tl.sqrt_rn, so compiled Triton rounds alike.)
 //
 // Tables
 // ------

@@ -27,8 +27,8 @@ def backends() -> dict[str, dict[str, dict[str, str]]]:
     """
     import torch
 
+    from nol_fast.ops.optim_step import op as optim_step
     from nol_fast.ops.spectral_conv import op as spectral_conv
-    from nol_fast.optim import multi_tensor
 
     def status(check, backend: str, device_type: str) -> str:
         reason = check(backend, device_type)
@@ -37,11 +37,11 @@ def backends() -> dict[str, dict[str, dict[str, str]]]:
         return "available" if reason is None else f"unavailable: {reason}"
 
     def optimizer_check(backend: str, device_type: str) -> str | None:
-        return multi_tensor.backend_status(backend, torch.device(device_type))
+        return optim_step.backend_status(backend, torch.device(device_type))
 
     ops = {
         "spectral_conv": (spectral_conv.backend_status, spectral_conv.BACKENDS),
-        "optimizer_step": (optimizer_check, multi_tensor.BACKENDS),
+        "optimizer_step": (optimizer_check, optim_step.BACKENDS),
     }
     return {
         name: {d: {b: status(check, b, d) for b in names} for d in DEVICE_TYPES}

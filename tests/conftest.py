@@ -73,3 +73,69 @@ def loaders():
     )
     val = DataLoader(TensorDataset(x[32:], y[32:]), batch_size=4)
     return train, val
+
+
+# ------------------------------------------------------------- optimizers against an oracle
+
+OPTIMIZER_STEPS = 6
+# per param dtype: tolerance of a param against the oracle's
+OPTIMIZER_CLOSE = {
+    torch.float32: {"rtol": 1e-5, "atol": 1e-6},
+    torch.float64: {"rtol": 1e-12, "atol": 1e-14},
+    # one bfloat16 ulp: both sides round the same float32 value, up to float32 rounding
+    torch.bfloat16: {"rtol": torch.finfo(torch.bfloat16).eps, "atol": 1e-6},
+}
+# name: the params of one group, as (shape, dtype, memory format); 4099 elements span two
+# chunks of the device kernels
+OPTIMIZER_GROUPS = {
+    "float32": [((7,), torch.float32, None), ((4099,), torch.float32, None),
+                ((3, 5), torch.float32, None)],
+    "float64": [((7,), torch.float64, None), ((3, 5), torch.float64, None)],
+    "bfloat16": [((7,), torch.bfloat16, None), ((4099,), torch.bfloat16, None)],
+    "channels_last": [((2, 3, 4, 5), torch.float32, torch.channels_last),
+                      ((5,), torch.float32, None)],
+    "mixed": [((7,), torch.float32, None), ((3, 5), torch.float64, None),
+              ((4099,), torch.bfloat16, None),
+              ((2, 3, 4, 5), torch.float32, torch.channels_last)],
+}
+
+
+def make_param(shape, dtype=torch.float32, layout=None, seed=0, device="cpu"):
+    """A seeded random tensor of ``dtype`` in memory format ``layout`` (None: contiguous)."""
+    t = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(device, dtype)
+    return t if layout is None else t.contiguous(memory_format=layout)
+
+
+def optimizer_trajectories(make_ours, make_oracle, group, device="cpu",
+                           steps=OPTIMIZER_STEPS):
+    """Params of ``group`` stepped by ``make_ours(params)``, and copies stepped by
+    ``make_oracle(copies)`` with the same gradients (each in its param's dtype and layout).
+
+    The copies are in the precision of the moments (float32 for bfloat16 params) and are
+    rounded to their param's dtype after every step, as the fused optimizers do.
+    Returns ``(optimizer, params, copies)``.
+    """
+    ours = [make_param(s, d, f, seed=i, device=device).requires_grad_()
+            for i, (s, d, f) in enumerate(group)]
+    wide = [p.detach().to(torch.float32 if p.dtype == torch.bfloat16 else p.dtype).clone()
+            .requires_grad_() for p in ours]
+    optimizer, oracle = make_ours(ours), make_oracle(wide)
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        for p, q in zip(ours, wide, strict=True):
+            p.grad = torch.empty_like(p).copy_(torch.randn(p.shape, generator=generator))
+            q.grad = torch.empty_like(q).copy_(p.grad)
+        optimizer.step()
+        oracle.step()
+        with torch.no_grad():
+            for p, q in zip(ours, wide, strict=True):
+                q.copy_(q.to(p.dtype))
+    return optimizer, ours, wide
+
+
+def assert_params_close(ours, wide) -> None:
+    """Each param equals its oracle copy within the tolerance of its dtype."""
+    for p, q in zip(ours, wide, strict=True):
+        assert p.dtype == p.grad.dtype and p.stride() == p.grad.stride()
+        torch.testing.assert_close(p.detach().to(q.dtype), q.detach(),
+                                   **OPTIMIZER_CLOSE[p.dtype])

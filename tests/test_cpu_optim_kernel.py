@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nol_fast.optim.multi_tensor import adabound_step, adam_step
+from nol_fast.ops.optim_step.op import adabound_step, adam_step
 from tests.conftest import require_extension
 
 SHAPES = [(100_003,), (2 * 32_768 + 1,), (5,), (3, 7), (1,)]

@@ -250,7 +250,8 @@ def test_backend_selection(monkeypatch):
         resolve_backend("auto", cpu)
 
 
-def test_backend_errors():
+def test_backend_errors(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # triton then runs on CUDA only
     with pytest.raises(ValueError, match=r"unknown spectral_conv backend 'cuda'; choose one of"):
         SpectralConv(2, 2, (4, 4), backend="cuda")
     conv = SpectralConv(2, 2, (4, 4), backend="triton")
@@ -272,7 +273,8 @@ def test_automatic_fallback_logs_once(caplog, monkeypatch):
         "using 'reference'"]
 
 
-def test_backends_report():
+def test_backends_report(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # triton then runs on CUDA only
     report = backends()["spectral_conv"]
     assert report["cpu"]["cpu"] == report["cpu"]["reference"] == "available"
     assert report["cpu"]["triton"].startswith("unavailable: ")

@@ -171,6 +171,27 @@ def test_adabound_matches_package(case):
         torch.testing.assert_close(p, r.detach(), rtol=1e-5, atol=1e-6)
 
 
+def test_dense_layouts_step_like_contiguous():
+    """Transposed and channels_last tensors (param, grad and moments in one layout) are
+    updated in place through their memory, as their contiguous copies would be."""
+    gen = torch.Generator().manual_seed(3)
+    shapes_layouts = [((5, 3), lambda t: t.t().contiguous().t()),
+                      ((2, 3, 4, 5), lambda t: t.contiguous(memory_format=torch.channels_last))]
+    params = [torch.randn(s, generator=gen) for s, _ in shapes_layouts]
+    grads = [torch.randn(s, generator=gen) for s, _ in shapes_layouts]
+    laid_out = [[layout(t) for t, (_, layout) in zip(ts, shapes_layouts, strict=True)]
+                for ts in (params, grads, [torch.zeros_like(p) for p in params],
+                           [torch.zeros_like(p) for p in params])]
+    assert not any(t.is_contiguous() for t in laid_out[0])
+    plain = [[t.clone() for t in params], grads, [torch.zeros_like(p) for p in params],
+             [torch.zeros_like(p) for p in params]]
+    for lists in (laid_out, plain):
+        for step in (1, 2):
+            adam_step_triton(*lists, None, [step, step], **_adam_kwargs())
+    for got, want in zip(laid_out[0] + laid_out[2], plain[0] + plain[2], strict=True):
+        assert torch.equal(got, want)
+
+
 def _adam_kwargs():
     return dict(lr=LR, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, decoupled=False,
                 amsgrad=False, maximize=False)
@@ -180,8 +201,8 @@ def test_empty_lists_are_a_no_op():
     adam_step_triton([], [], [], [], [], [], **_adam_kwargs())
 
 
-@pytest.mark.parametrize("bad", ["length", "param_dtype", "moment_dtype", "shape",
-                                 "non_contiguous", "amsgrad_without_max", "grad_scale"])
+@pytest.mark.parametrize("bad", ["length", "param_dtype", "moment_dtype", "shape", "strided",
+                                 "layouts_differ", "amsgrad_without_max", "grad_scale"])
 def test_invalid_inputs_raise(bad):
     params, grads, exp_avgs, exp_avg_sqs, _ = _state()
     grads = grads[0]
@@ -194,13 +215,16 @@ def test_invalid_inputs_raise(bad):
         exp_avgs[0] = exp_avgs[0].half()
     elif bad == "shape":
         exp_avg_sqs[4] = exp_avg_sqs[4].reshape(-1)
-    elif bad == "non_contiguous":
-        params[4], grads[4] = params[4].t(), grads[4].t()
-        exp_avgs[4], exp_avg_sqs[4] = exp_avgs[4].t(), exp_avg_sqs[4].t()
+    elif bad == "strided":  # every other column: the kernel would step over the gaps
+        params[4], grads[4], exp_avgs[4], exp_avg_sqs[4] = (
+            torch.zeros(3, 10)[:, ::2] for _ in range(4))
+    elif bad == "layouts_differ":  # dense, but element i of the memory differs between them
+        params[4] = params[4].t().contiguous().t()
     elif bad == "amsgrad_without_max":
         kwargs["amsgrad"] = True
     else:
         kwargs["grad_scale"] = torch.ones(2)
-    error = TypeError if bad in ("param_dtype", "moment_dtype", "non_contiguous") else ValueError
+    error = (TypeError if bad in ("param_dtype", "moment_dtype", "strided", "layouts_differ")
+             else ValueError)
     with pytest.raises(error):
         adam_step_triton(params, grads, exp_avgs, exp_avg_sqs, [], [1] * len(params), **kwargs)

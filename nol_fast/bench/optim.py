@@ -28,8 +28,8 @@ from torch import Tensor
 
 from nol_fast.bench.timing import interleaved_medians
 from nol_fast.models import FNO
+from nol_fast.ops.optim_step.op import resolve_backend
 from nol_fast.optim import AdaBound, FusedAdamW
-from nol_fast.optim.multi_tensor import resolve_backend
 
 BYTES_PER_PARAM = 28  # Adam-type step on fp32: read p, g, m, v; write p, m, v
 COPY_NUMEL = 10_000_000

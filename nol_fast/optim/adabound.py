@@ -8,108 +8,26 @@ construction *and* by :meth:`AdaBound.add_param_group`, and saved by ``state_dic
 learning rate gives a zero step instead of a division by zero, complex parameters are updated
 through their real view, and decoupled (AdamW-style) weight decay is available.
 
-The arithmetic of one parameter lives in :func:`adabound_update_`, which the reference backend
-of :func:`nol_fast.optim.multi_tensor.adabound_step` applies tensor by tensor; the optimizer
-steps through that multi-tensor op, so faster backends plug in behind the same class, and it
-takes ``grad_scale``/``found_inf`` from ``torch.amp.GradScaler``.
+The arithmetic of one parameter is :func:`~nol_fast.ops.optim_step.reference.adabound_update_`
+(importable from here too), which the reference backend of the multi-tensor op
+:func:`nol_fast.ops.optim_step.op.adabound_step` applies tensor by tensor; the optimizer steps
+through that op, so faster backends plug in behind the same class, and it takes
+``grad_scale``/``found_inf`` from ``torch.amp.GradScaler``.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from nol_fast.optim.base import MultiTensorOptimizer
-from nol_fast.optim.multi_tensor import adabound_step
+from nol_fast.ops.optim_step.op import adabound_step
+from nol_fast.ops.optim_step.reference import adabound_update_
+from nol_fast.optim.base import MultiTensorOptimizer, step_counter, zeros_moment
 
-
-def adabound_update_(
-    param: Tensor,
-    grad: Tensor,
-    exp_avg: Tensor,
-    exp_avg_sq: Tensor,
-    max_exp_avg_sq: Tensor | None,
-    *,
-    step: int,
-    lr: float,
-    base_lr: float,
-    beta1: float,
-    beta2: float,
-    final_lr: float,
-    gamma: float,
-    eps: float,
-    weight_decay: float,
-    decoupled_weight_decay: bool,
-) -> None:
-    """Apply one AdaBound update to ``param`` and its moment buffers, in place.
-
-    With ``g`` the gradient (plus ``weight_decay * p`` unless the decay is decoupled)::
-
-        m = beta1 * m + (1 - beta1) * g
-        v = beta2 * v + (1 - beta2) * g * g          (v_max = max(v_max, v) for AMSBound)
-        alpha = lr * sqrt(1 - beta2**t) / (1 - beta1**t)
-        f = final_lr * lr / base_lr                  (0 when base_lr is 0)
-        eta = clamp(alpha / (sqrt(v) + eps), f * (1 - 1/(gamma*t + 1)), f * (1 + 1/(gamma*t)))
-        p = p - eta * m
-
-    Decoupled weight decay first scales ``p`` by ``1 - lr * weight_decay``. Complex tensors are
-    updated through ``torch.view_as_real``, i.e. as pairs of real numbers.
-
-    Parameters
-    ----------
-    param, grad, exp_avg, exp_avg_sq
-        The parameter, its gradient and the first and second moment buffers (same shape).
-    max_exp_avg_sq
-        Running maximum of ``exp_avg_sq`` for AMSBound, or ``None`` for AdaBound.
-    step
-        Number of this update, counting from 1.
-    lr, base_lr
-        Current and initial learning rate of the parameter's group; their ratio scales
-        ``final_lr``, so a learning-rate scheduler moves the bounds too.
-    beta1, beta2, final_lr, gamma, eps, weight_decay, decoupled_weight_decay
-        Hyper-parameters, as documented on :class:`AdaBound`.
-
-    Examples
-    --------
-    >>> p, g = torch.zeros(3), torch.ones(3)
-    >>> m, v = torch.zeros(3), torch.zeros(3)
-    >>> adabound_update_(p, g, m, v, None, step=1, lr=1e-3, base_lr=1e-3, beta1=0.9,
-    ...                  beta2=0.999, final_lr=0.1, gamma=1e-3, eps=1e-8, weight_decay=0.0,
-    ...                  decoupled_weight_decay=False)
-    >>> p
-    tensor([-0.0010, -0.0010, -0.0010])
-    """
-    if torch.is_complex(param):
-        param, grad = torch.view_as_real(param), torch.view_as_real(grad)
-        exp_avg, exp_avg_sq = torch.view_as_real(exp_avg), torch.view_as_real(exp_avg_sq)
-        if max_exp_avg_sq is not None:
-            max_exp_avg_sq = torch.view_as_real(max_exp_avg_sq)
-
-    if weight_decay != 0:
-        if decoupled_weight_decay:
-            param.mul_(1 - lr * weight_decay)
-        else:
-            grad = grad.add(param, alpha=weight_decay)
-
-    exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
-    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-    if max_exp_avg_sq is not None:
-        torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
-        denom = max_exp_avg_sq.sqrt().add_(eps)
-    else:
-        denom = exp_avg_sq.sqrt().add_(eps)
-
-    step_size = lr * math.sqrt(1 - beta2**step) / (1 - beta1**step)
-    scaled_final_lr = final_lr * lr / base_lr if base_lr != 0 else 0.0
-    lower_bound = scaled_final_lr * (1 - 1 / (gamma * step + 1))
-    upper_bound = scaled_final_lr * (1 + 1 / (gamma * step)) if gamma != 0 else math.inf
-
-    update = torch.full_like(denom, step_size).div_(denom).clamp_(lower_bound, upper_bound)
-    param.sub_(update.mul_(exp_avg))
+__all__ = ["AdaBound", "adabound_update_"]
 
 
 class AdaBound(MultiTensorOptimizer):
@@ -117,7 +35,8 @@ class AdaBound(MultiTensorOptimizer):
 
     Early on the bounds are loose and the optimizer behaves like Adam; as the step count ``t``
     grows they tighten around ``final_lr``, so it ends up behaving like SGD with that learning
-    rate. See :func:`adabound_update_` for the exact update.
+    rate. See :func:`~nol_fast.ops.optim_step.reference.adabound_update_` for the exact
+    update.
 
     Parameters
     ----------
@@ -144,7 +63,7 @@ class AdaBound(MultiTensorOptimizer):
         ``weight_decay * p`` to the gradient.
     backend
         Backend of the multi-tensor op, or ``None`` for automatic selection (see
-        :func:`~nol_fast.optim.multi_tensor.resolve_backend`).
+        :func:`~nol_fast.ops.optim_step.op.resolve_backend`).
 
     Examples
     --------
@@ -216,23 +135,14 @@ class AdaBound(MultiTensorOptimizer):
         )
 
     def _state_of(self, param: Tensor, group: dict[str, Any]) -> list[Tensor | None]:
-        """``[exp_avg, exp_avg_sq, max_exp_avg_sq or None, step]`` of ``param``, created if new.
-
-        The step counter is a float32 tensor on the CPU, so a skipped mixed-precision step can
-        leave it unchanged without a branch on the host; an integer counter from an older
-        checkpoint is converted.
-        """
         state = self.state[param]
         if not state:
-            state["step"] = torch.tensor(0.0)
-            state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
+            state["exp_avg"] = zeros_moment(param)
+            state["exp_avg_sq"] = zeros_moment(param)
             if group["amsbound"]:
-                state["max_exp_avg_sq"] = torch.zeros_like(
-                    param, memory_format=torch.preserve_format
-                )
-        elif not torch.is_tensor(state["step"]):
-            state["step"] = torch.tensor(float(state["step"]))
+                state["max_exp_avg_sq"] = zeros_moment(param)
+        state["step"] = step_counter(state["step"], param)
         maximum = state["max_exp_avg_sq"] if group["amsbound"] else None
         return [state["exp_avg"], state["exp_avg_sq"], maximum, state["step"]]
 

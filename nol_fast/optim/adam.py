@@ -1,10 +1,12 @@
 """FusedAdam and FusedAdamW: ``torch.optim``-compatible Adam that steps a whole group at once.
 
-Each step hands the tensors of a parameter group to :func:`nol_fast.optim.multi_tensor.adam_step`
-as lists, so the backend chosen there (reference ``torch._foreach_*`` ops now, fused kernels on
-CUDA) updates all parameters together. The state layout (``step``, ``exp_avg``, ``exp_avg_sq``,
+Each step hands the tensors of a parameter group to the multi-tensor op
+:func:`nol_fast.ops.optim_step.op.adam_step` as lists, so the backend chosen there (a C++
+kernel on the CPU, one Triton or CUDA launch on the GPU, ``torch._foreach_*`` ops for the
+reference) updates all parameters together. The state layout (``step``, ``exp_avg``, ``exp_avg_sq``,
 ``max_exp_avg_sq``) is ``torch.optim.Adam``'s, and ``torch.amp.GradScaler`` passes its scale and
-inf flag to the step instead of unscaling the gradients in a separate pass.
+inf flag to the step instead of unscaling the gradients in a separate pass. The moments of
+bfloat16 and float16 parameters are float32.
 """
 
 from __future__ import annotations
@@ -15,14 +17,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from nol_fast.optim.base import MultiTensorOptimizer
-from nol_fast.optim.multi_tensor import adam_step
+from nol_fast.ops.optim_step.op import adam_step
+from nol_fast.optim.base import MultiTensorOptimizer, step_counter, zeros_moment
 
 
 class FusedAdam(MultiTensorOptimizer):
     """Adam (or AdamW with ``decoupled_weight_decay=True``) over multi-tensor steps.
 
-    The update is ``torch.optim.Adam``'s (see :func:`~nol_fast.optim.multi_tensor.adam_step`).
+    The update is ``torch.optim.Adam``'s (see :func:`~nol_fast.ops.optim_step.op.adam_step`).
     Complex parameters are updated as pairs of reals, as ``torch.optim.Adam`` does.
 
     Parameters
@@ -42,12 +44,12 @@ class FusedAdam(MultiTensorOptimizer):
     maximize
         Maximise the objective instead of minimising it.
     capturable
-        Keep each step counter, and ``lr`` when it is a tensor, on the parameters' device, so
-        a step needs no host values (the basis for CUDA-graph capture). Otherwise step
-        counters are float32 tensors on the CPU, as in ``torch.optim.Adam``.
+        Allow ``lr`` to be a one-element tensor, kept on the parameters' device, so a step
+        needs no host values (the basis for CUDA-graph capture). Step counters are float32
+        tensors on the parameters' device either way, as in ``torch.optim.Adam(fused=True)``.
     backend
         Backend of the multi-tensor op, or ``None`` for automatic selection (see
-        :func:`~nol_fast.optim.multi_tensor.resolve_backend`).
+        :func:`~nol_fast.ops.optim_step.op.resolve_backend`).
     decoupled_weight_decay
         Decay weights as ``p *= 1 - lr * weight_decay`` (AdamW).
 
@@ -116,25 +118,14 @@ class FusedAdam(MultiTensorOptimizer):
         )
 
     def _state_of(self, param: Tensor, group: dict[str, Any]) -> list[Tensor | None]:
-        """``[exp_avg, exp_avg_sq, max_exp_avg_sq or None, step]`` of ``param``, created if new.
-
-        The step counter lives on the parameter's device when the group is capturable, on the
-        CPU otherwise; a counter loaded from elsewhere is moved once.
-        """
         state = self.state[param]
         if not state:
-            step_device = param.device if group["capturable"] else None
-            state["step"] = torch.zeros((), dtype=torch.float32, device=step_device)
-            state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
+            state["exp_avg"] = zeros_moment(param)
+            state["exp_avg_sq"] = zeros_moment(param)
         if group["amsgrad"] and "max_exp_avg_sq" not in state:
-            state["max_exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-        step = state["step"]
-        on_device = group["capturable"] and param.device.type != "cpu"
-        if not isinstance(step, Tensor) or (step.device != param.device if on_device
-                                            else not step.is_cpu):
-            step_device = param.device if on_device else torch.device("cpu")
-            state["step"] = torch.as_tensor(step, dtype=torch.float32).to(step_device)
+            state["max_exp_avg_sq"] = zeros_moment(param)
+        state["step"] = step_counter(state["step"], param)
         maximum = state["max_exp_avg_sq"] if group["amsgrad"] else None
         return [state["exp_avg"], state["exp_avg_sq"], maximum, state["step"]]
 

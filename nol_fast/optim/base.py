@@ -1,7 +1,7 @@
 """The shared ``step`` of nol_fast's optimizers: gather each group's tensors, hand them to the op.
 
 Every optimizer here keeps per-parameter state in lists that a multi-tensor step op
-(:mod:`nol_fast.optim.multi_tensor`) updates in one call per parameter group. What differs
+(:mod:`nol_fast.ops.optim_step.op`) updates in one call per parameter group. What differs
 between algorithms is the state they keep (:meth:`MultiTensorOptimizer._state_of`) and the op
 and hyper-parameters they call it with (:meth:`MultiTensorOptimizer._group_step`).
 """
@@ -16,9 +16,37 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from nol_fast.optim.multi_tensor import check_backend_name
+from nol_fast.ops.optim_step.op import check_backend_name
 
 _IS_SPARSE = operator.attrgetter("is_sparse")
+# Moments of low-precision params are kept in a wider type: bfloat16 second moments lose
+# most of their digits, and the device kernels read float32 moments.
+_MOMENT_DTYPES = {torch.bfloat16: torch.float32, torch.float16: torch.float32,
+                  torch.complex32: torch.complex64}
+
+
+def moment_dtype(param: Tensor) -> torch.dtype:
+    """The dtype of the optimizer's moments of ``param``: float32 for bfloat16 and float16
+    params (complex64 for complex32), the param's own dtype otherwise."""
+    return _MOMENT_DTYPES.get(param.dtype, param.dtype)
+
+
+def zeros_moment(param: Tensor) -> Tensor:
+    """A zero moment buffer for ``param``: its shape and layout, in :func:`moment_dtype`."""
+    return torch.zeros_like(param, dtype=moment_dtype(param),
+                            memory_format=torch.preserve_format)
+
+
+def step_counter(step: object, param: Tensor) -> Tensor:
+    """``step`` as the float32 counter on ``param``'s device that the step op takes.
+
+    Counters live on their parameter's device (as in ``torch.optim.Adam(fused=True)``), so
+    a step on the GPU reads no counter back to the host; a counter loaded from elsewhere
+    (another device, an integer from an older checkpoint) is converted once.
+    """
+    if isinstance(step, Tensor) and step.device == param.device and step.dtype == torch.float32:
+        return step
+    return torch.as_tensor(step, dtype=torch.float32).to(param.device)
 
 
 class MultiTensorOptimizer(Optimizer):
@@ -29,7 +57,7 @@ class MultiTensorOptimizer(Optimizer):
 
     def __init__(self, params: Any, defaults: dict[str, Any], backend: str | None) -> None:
         """``backend`` names the multi-tensor op's implementation (None: chosen per device, see
-        :mod:`nol_fast.optim.multi_tensor`). It is checked here, so an unknown name fails when
+        :mod:`nol_fast.ops.optim_step.op`). It is checked here, so an unknown name fails when
         the optimizer is made rather than at its first step."""
         check_backend_name(backend)
         self.backend = backend
@@ -52,7 +80,7 @@ class MultiTensorOptimizer(Optimizer):
             Mixed-precision tensors: gradients are divided by ``grad_scale``, and the step
             (step counters included) is skipped where ``found_inf`` is nonzero. Default to the
             ``grad_scale`` and ``found_inf`` attributes ``torch.amp.GradScaler`` sets on the
-            optimizer (see :mod:`nol_fast.optim.multi_tensor`).
+            optimizer (see :mod:`nol_fast.ops.optim_step.op`).
 
         Returns
         -------
@@ -84,8 +112,29 @@ class MultiTensorOptimizer(Optimizer):
             self._group_step(group, lists, grad_scale, found_inf)
         return loss
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state dict, keeping the float32 moments of low-precision params.
+
+        ``torch.optim.Optimizer.load_state_dict`` casts floating-point state to its param's
+        dtype, which would round float32 moments of a bfloat16 param to bfloat16; they are
+        taken from ``state_dict`` again, so a resumed run continues bit for bit.
+        """
+        super().load_state_dict(state_dict)
+        saved_ids = (i for group in state_dict["param_groups"] for i in group["params"])
+        params = (p for group in self.param_groups for p in group["params"])
+        for saved_id, param in zip(saved_ids, params, strict=True):
+            wide = moment_dtype(param)
+            if wide == param.dtype or saved_id not in state_dict["state"]:
+                continue
+            for key, value in state_dict["state"][saved_id].items():
+                if key != "step" and isinstance(value, Tensor) and value.dtype == wide:
+                    self.state[param][key] = value.to(param.device, copy=True)
+
     def _state_of(self, param: Tensor, group: dict[str, Any]) -> list[Tensor | None]:
-        """``[exp_avg, exp_avg_sq, max_exp_avg_sq or None, step]`` of ``param``, created if new."""
+        """``[exp_avg, exp_avg_sq, max_exp_avg_sq or None, step]`` of ``param``, created if new.
+
+        Moments are made by :func:`zeros_moment` and the counter by :func:`step_counter`.
+        """
         raise NotImplementedError
 
     def _group_step(

@@ -1,10 +1,10 @@
 """Mixed precision: which autocast dtype a device gets, and the matching GradScaler.
 
-CUDA gets bfloat16 where the GPU supports it, otherwise float16 with loss scaling. The CPU gets
-bfloat16 where it has native bfloat16 arithmetic (AVX-512 BF16 or AMX): there the FNO's GEMMs run
-at about twice their float32 speed and its activations take half the memory traffic. On other
-CPUs bfloat16 is emulated and slower than float32, so training stays in float32 and says so once
-in the log. Weights, optimizer state and losses stay float32 either way.
+CUDA gets bfloat16 where the GPU computes in it natively, otherwise float16 with loss scaling.
+The CPU gets bfloat16 where it has native bfloat16 arithmetic (AVX-512 BF16 or AMX): there the
+FNO's activations take half the memory traffic and its GEMMs run faster. On other CPUs bfloat16
+is emulated and slower than float32, so training stays in float32 and says so once in the log.
+Weights, optimizer state and losses stay float32 either way.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def autocast_dtype(device: torch.device, mixed_precision: bool) -> torch.dtype |
     if not mixed_precision:
         return None
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cuda_bf16_is_native() else torch.float16
     if device.type == "cpu" and cpu_has_native_bf16():
         return torch.bfloat16
     if device.type == "cpu":
@@ -60,6 +60,15 @@ def autocast_dtype(device: torch.device, mixed_precision: bool) -> torch.dtype |
     else:
         logger.info("mixed_precision is not supported on %s: training in float32", device.type)
     return None
+
+
+def cuda_bf16_is_native() -> bool:
+    """Whether the current GPU computes in bf16 natively (compute capability 8.0 and up).
+
+    ``torch.cuda.is_bf16_supported()`` also says yes for pre-Ampere GPUs (V100, T4), which
+    only emulate bf16, slowly; those train faster in fp16 with a GradScaler.
+    """
+    return torch.cuda.is_bf16_supported(including_emulation=False)
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:

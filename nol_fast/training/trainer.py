@@ -117,6 +117,10 @@ class Trainer:
         if not isinstance(self.config, TrainingConfig):
             raise TypeError(f"config must be a TrainingConfig, got {type(self.config).__name__}")
         self.device = torch.device(device) if device is not None else _model_device(model)
+        if self.device.type == "cuda" and self.device.index is not None:
+            # Code that launches on the current device (Triton kernels, the CUDA extension,
+            # tensors made with device="cuda") then follows the training device.
+            torch.cuda.set_device(self.device)
         self.model = self.place_model(model)
         self.train_loader = train_loader
         self.val_loader = val_loader
@@ -319,6 +323,7 @@ class Trainer:
         component_sums: dict[str, torch.Tensor] = {}
         first_bad_batch = torch.full((), -1, device=self.device, dtype=torch.long)
         seen = skipped = 0
+        group_has_grads = False  # whether a micro-batch of the current group ran backward
         self.optimizer.zero_grad(set_to_none=True)
         for batch_idx, batch in enumerate(self.train_loader):
             if self.callbacks.wants_batch_hooks:
@@ -336,6 +341,7 @@ class Trainer:
                 group_start = batch_idx - batch_idx % accumulation
                 remaining = accumulation if n_batches is None else n_batches - group_start
                 self.scaler.scale(loss / min(accumulation, remaining)).backward()
+                group_has_grads = True
                 first_bad_batch = torch.where(
                     (first_bad_batch < 0) & ~torch.isfinite(loss_detached),
                     torch.full_like(first_bad_batch, batch_idx), first_bad_batch,
@@ -348,7 +354,8 @@ class Trainer:
             end_of_group = (batch_idx + 1) % accumulation == 0 or batch_idx + 1 == n_batches
             self.took_optimizer_step = end_of_group
             if end_of_group:
-                self._optimizer_step()
+                self._optimizer_step(group_has_grads)
+                group_has_grads = False
             if self.callbacks.wants_batch_hooks:
                 metrics = {"loss": loss_detached, **components}
                 self.callbacks.call("on_batch_end", self, batch_idx, metrics)
@@ -358,7 +365,7 @@ class Trainer:
                 self._raise_if_nonfinite(epoch, first_bad_batch)
                 progress.show_loss(float(loss_sum) / max(seen - skipped, 1))
         if n_batches is None and seen % accumulation:
-            self._optimizer_step()  # flush the last partial group of an unsized loader
+            self._optimizer_step(group_has_grads)  # the last partial group of an unsized loader
         progress.close()
         if seen == 0:
             raise ValueError("the training loader yielded no batches")
@@ -402,14 +409,17 @@ class Trainer:
         components = {k: v.detach().float() for k, v in components.items()}
         return pred, loss.float().reshape(()), components
 
-    def _optimizer_step(self) -> None:
-        clip = self.config.gradient_clipping
-        if clip:
-            self.scaler.unscale_(self.optimizer)
-            params = [p for g in self.optimizer.param_groups for p in g["params"]]
-            torch.nn.utils.clip_grad_norm_(params, clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+    def _optimizer_step(self, has_grads: bool = True) -> None:
+        # A group whose micro-batches were all skipped (skip_nonfinite) has no gradients:
+        # there is nothing to update, and an fp16 GradScaler would find no inf checks.
+        if has_grads:
+            clip = self.config.gradient_clipping
+            if clip:
+                self.scaler.unscale_(self.optimizer)
+                params = [p for g in self.optimizer.param_groups for p in g["params"]]
+                torch.nn.utils.clip_grad_norm_(params, clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.global_step += 1
         if self._interval == "step":

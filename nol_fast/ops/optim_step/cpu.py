@@ -139,8 +139,8 @@ def multi_tensor_step(
     """Step the tensors of ``lists`` the kernel can take; return the indices of the others.
 
     ``lists`` are the parallel ``params, grads, exp_avgs, exp_avg_sqs(, max_exp_avg_sqs)``
-    (real views), ``hyper`` :func:`~nol_fast.optim.multi_tensor.adam_step`'s or
-    :func:`~nol_fast.optim.multi_tensor.adabound_step`'s keyword arguments. The kernel
+    (real views), ``hyper`` :func:`~nol_fast.ops.optim_step.op.adam_step`'s or
+    :func:`~nol_fast.ops.optim_step.op.adabound_step`'s keyword arguments. The kernel
     advances the step counters of the tensors it takes, and leaves every tensor and counter
     as it was when ``found_inf`` is nonzero.
     """

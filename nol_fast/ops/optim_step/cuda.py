@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from nol_fast.ops import launch
 from nol_fast.ops.extension import EXTENSION
 from nol_fast.ops.optim_step.tables import (
     BLOCK,
@@ -40,13 +41,15 @@ def _launch(
     # Locals, so that they outlive the launch that reads them.
     scale = None if grad_scale is None else grad_scale.to(torch.float32)
     inf = None if found_inf is None else found_inf.to(torch.float32)
-    EXTENSION.multi_tensor_step_cuda(
-        meta.data_ptr(), chunks.data_ptr(), n_chunks, BLOCK, coefs.data_ptr(),
-        0 if scale is None else scale.data_ptr(), 0 if inf is None else inf.data_ptr(),
-        1.0 - beta1, beta2, 1.0 - beta2, eps, weight_decay,
-        _DTYPE_CODES[groups[0][0].dtype], _DTYPE_CODES[groups[0][1].dtype], flags,
-        torch.cuda.current_stream(device).cuda_stream,
-    )  # fmt: skip
+    # The launch goes to the current device: make it the tensors' device.
+    with launch.device_guard(device):
+        EXTENSION.multi_tensor_step_cuda(
+            meta.data_ptr(), chunks.data_ptr(), n_chunks, BLOCK, coefs.data_ptr(),
+            0 if scale is None else scale.data_ptr(), 0 if inf is None else inf.data_ptr(),
+            1.0 - beta1, beta2, 1.0 - beta2, eps, weight_decay,
+            _DTYPE_CODES[groups[0][0].dtype], _DTYPE_CODES[groups[0][1].dtype], flags,
+            torch.cuda.current_stream(device).cuda_stream,
+        )  # fmt: skip
 
 
 def adam_step_cuda(

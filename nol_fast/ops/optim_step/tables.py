@@ -12,22 +12,24 @@ The Triton kernel (:mod:`nol_fast.ops.triton.optim`) and the CUDA kernel
   factor), so neither a step count nor a tensor learning rate is read on the host.
 
 Both integer tables go to the device in one copy, cached by addresses and sizes: the
-optimizer state does not move between steps.
+optimizer state does not move between steps. Tables that a CUDA-graph capture read are never
+evicted (:func:`nol_fast.ops.launch.pinned_cache`), as the graph keeps their addresses.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 
 import torch
 
+from nol_fast.ops.launch import pinned_cache
+
 BLOCK = 4096
 PARAM_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
-@functools.lru_cache(maxsize=32)
+@pinned_cache(maxsize=32)  # pinned while a CUDA graph captures a launch that reads it
 def _tables(
     addresses: tuple[tuple[int, ...], ...], numels: tuple[int, ...], device: torch.device,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -51,6 +53,63 @@ def tables(groups: list[list[torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor
     return meta, chunks, n_chunks, aligned
 
 
+def _dense(t: torch.Tensor) -> bool:
+    """Whether ``t`` fills its memory without gaps or overlaps, in any order of its dims
+    (contiguous, channels_last, a transpose), so a kernel can walk it as a flat array."""
+    if t.is_contiguous():
+        return True
+    expected = 1
+    for size, stride in sorted(zip(t.shape, t.stride(), strict=True), key=lambda x: x[1]):
+        if size != 1:
+            if stride != expected:
+                return False
+            expected *= size
+    return True
+
+
+def same_layout(t: torch.Tensor, param: torch.Tensor) -> bool:
+    """Whether ``t`` has ``param``'s shape and, along every dim longer than 1, its strides:
+    element ``i`` of the memory of both is then the same element."""
+    if t.shape != param.shape:
+        return False
+    if t.is_contiguous() and param.is_contiguous():
+        return True
+    return all(a == b for a, b, n in zip(t.stride(), param.stride(), param.shape, strict=True)
+               if n > 1)
+
+
+def _fits(row: Sequence[torch.Tensor]) -> bool:
+    """Whether the kernels take ``[param, grad, exp_avg, exp_avg_sq(, max_exp_avg_sq)]``."""
+    param, grad, *moments = row
+    return (param.dtype in PARAM_DTYPES and grad.dtype in PARAM_DTYPES
+            and all(m.dtype == torch.float32 for m in moments)
+            and not param.is_sparse and not grad.is_sparse
+            and all(t.device == param.device and same_layout(t, param) for t in row[1:])
+            and _dense(param))  # fmt: skip
+
+
+def launch_groups(
+    lists: Sequence[Sequence[torch.Tensor]], use_max: bool
+) -> tuple[dict[tuple[torch.device, torch.dtype, torch.dtype], list[int]], list[int]]:
+    """Sort the rows of ``lists`` into kernel launches and the rest.
+
+    ``lists`` are the parallel ``params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs``
+    (the last read only when ``use_max``). Returns the row indices of each launch, keyed by
+    (device, param dtype, grad dtype), and the indices of the rows the kernels cannot take:
+    params or grads outside :data:`PARAM_DTYPES`, moments other than float32, or tensors
+    whose layouts are not one dense layout (see :func:`same_layout`).
+    """
+    columns = list(lists[:5] if use_max else lists[:4])
+    groups: dict[tuple[torch.device, torch.dtype, torch.dtype], list[int]] = {}
+    rest = []
+    for i, row in enumerate(zip(*columns, strict=True)):
+        if _fits(row):
+            groups.setdefault((row[0].device, row[0].dtype, row[1].dtype), []).append(i)
+        else:
+            rest.append(i)
+    return groups, rest
+
+
 def check_groups(
     params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor],
     exp_avgs: Sequence[torch.Tensor], exp_avg_sqs: Sequence[torch.Tensor],
@@ -60,7 +119,8 @@ def check_groups(
     """Validate the lists; return the per-tensor groups ``[p, g, m, v(, vmax)]``.
 
     Params must share one dtype of :data:`PARAM_DTYPES`, grads one such dtype, moments are
-    float32; all dense, contiguous and on one device, with their param's shape.
+    float32; all dense and on one device, with their param's shape and layout (contiguous,
+    channels_last or any other dense order of the dims, see :func:`same_layout`).
     """
     lists = {"grads": grads, "exp_avgs": exp_avgs, "exp_avg_sqs": exp_avg_sqs,
              "state_steps": state_steps}
@@ -77,13 +137,16 @@ def check_groups(
     device = params[0].device
     for i, group in enumerate(groups):
         for name, t in zip(names, group, strict=False):
-            if not isinstance(t, torch.Tensor) or t.is_sparse or not t.is_contiguous():
-                raise TypeError(f"{name} {i} must be a dense contiguous tensor")
+            if not isinstance(t, torch.Tensor) or t.is_sparse or not _dense(t):
+                raise TypeError(f"{name} {i} must be a dense tensor")
             if t.device != device:
                 raise ValueError(f"{name} {i} is on {t.device}, params[0] on {device}")
             if t.shape != group[0].shape:
                 raise ValueError(f"{name} {i} has shape {tuple(t.shape)}, its param "
                                  f"{tuple(group[0].shape)}")
+            if not same_layout(t, group[0]):
+                raise TypeError(f"{name} {i} has strides {t.stride()}, its param "
+                                f"{group[0].stride()}: they must share one layout")
             want = (params[0].dtype if name == "param" else grads[0].dtype if name == "grad"
                     else torch.float32)
             if t.dtype != want or t.dtype not in PARAM_DTYPES:
@@ -96,10 +159,20 @@ def check_groups(
 
 
 def step_counts(state_steps: Sequence[object], device: torch.device) -> torch.Tensor:
-    """The step counts as a float64 tensor on ``device`` (no host sync for device tensors)."""
+    """The step counts as a float64 tensor on ``device``.
+
+    Counters on one device are stacked there and moved in one copy (none when they live on
+    ``device``), so no step reads a counter back to the host. A copy from the host is
+    ``non_blocking``: from pageable memory it returns once the driver has staged the data,
+    without waiting for the device, and the temporary may then go.
+    """
     if all(isinstance(s, torch.Tensor) for s in state_steps):
-        return torch.stack([s.reshape(()).to(device, torch.float64) for s in state_steps])
-    return torch.tensor([float(s) for s in state_steps], dtype=torch.float64, device=device)
+        if len({s.device for s in state_steps}) > 1:
+            state_steps = [s.to(device) for s in state_steps]
+        stacked = torch.stack([s if s.dim() == 0 else s.reshape(()) for s in state_steps])
+        return stacked.to(device, torch.float64, non_blocking=True)
+    return torch.tensor([float(s) for s in state_steps], dtype=torch.float64).to(
+        device, non_blocking=True)
 
 
 def adam_coefficients(

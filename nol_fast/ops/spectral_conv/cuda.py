@@ -13,6 +13,7 @@ with the Triton interpreter (``TRITON_INTERPRET=1``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -23,6 +24,12 @@ from nol_fast.ops.spectral_conv.reference import (
     reference_backward,
     reference_forward,
 )
+
+
+@functools.lru_cache(maxsize=256)
+def _whole_block_index(kept: tuple[int, ...]) -> list[torch.Tensor]:
+    """Host index arrays of a ``kept`` block read as a spectrum whose every entry is kept."""
+    return [torch.arange(k, dtype=torch.int32) for k in kept[:-1]]
 
 
 def _kernels():
@@ -53,7 +60,8 @@ def cuda_forward(
     x_ft = torch.fft.rfftn(x.float(), dim=dims, norm="forward")
     # x_ft: (batch, in_channels, *rfft_shape(in_grid))
     # The kernels read the mode tables on the host (and cache device copies): host tensors
-    # avoid a device-to-host copy, and so a sync, on every call.
+    # avoid a device-to-host copy, and so a sync, on every call. They are built once per
+    # mode set (ModeIndex.tensors), so a call builds no tensor from Python lists.
     in_index, out_index, w_index = index.tensors("cpu")
     out_ft = _kernels().spectral_mix_forward(
         torch.view_as_real(x_ft), torch.view_as_real(weight.to(torch.complex64)), in_index,
@@ -84,11 +92,10 @@ def cuda_backward(
     g_ft = torch.fft.rfftn(grad_y.float(), dim=dims, norm="backward")
     g_ft = g_ft * half_spectrum_weight(out_grid[-1], g_ft.shape[-1], torch.float32, device)
     _, out_index, w_index = index.tensors("cpu")  # host tables, as in cuda_forward
-    block_index = [torch.arange(k, dtype=torch.int32) for k in index.kept[:-1]]
     grad_x_block, grad_w = _kernels().spectral_mix_backward(
         torch.view_as_real(g_ft), torch.view_as_real(x_modes.to(torch.complex64)),
-        torch.view_as_real(weight.to(torch.complex64)), block_index, out_index, w_index,
-        index.n_last, index.kept)
+        torch.view_as_real(weight.to(torch.complex64)), _whole_block_index(index.kept),
+        out_index, w_index, index.n_last, index.kept)
     grad_x_ft = scatter_modes(torch.view_as_complex(grad_x_block), index.in_index,
                               index.n_last, rfft_shape(in_grid))
     grad_x_ft = grad_x_ft / half_spectrum_weight(in_grid[-1], grad_x_ft.shape[-1],

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
+from nol_fast.ops.launch import pinned_cache
+
 
 def normalize_n_modes(n_modes: int | Sequence[int]) -> tuple[int, ...]:
     """Return ``n_modes`` as a tuple of 1 to 3 positive ints, or raise ``ValueError``.
@@ -80,11 +82,12 @@ class ModeIndex:
         return (*(len(f) for f in self.frequencies), self.n_last)
 
     def tensors(self, device: torch.device | str) -> tuple[list, list, list]:
-        """``(in_index, out_index, w_index)`` as lists of int32 tensors on ``device``."""
-        def convert(index):
-            return [torch.tensor(i, dtype=torch.int32, device=device) for i in index]
+        """``(in_index, out_index, w_index)`` as lists of int32 tensors on ``device``.
 
-        return convert(self.in_index), convert(self.out_index), convert(self.w_index)
+        Built once per mode set and device (see :func:`_index_tensors`); treat as read-only.
+        """
+        return _index_tensors(self.in_index, self.out_index, self.w_index,
+                              torch.device(device))
 
 
 def _dim_frequencies(m: int, n_in: int, n_out: int) -> list[int]:
@@ -134,17 +137,41 @@ def mode_index(
     )
 
 
-def _block(index: Sequence[Sequence[int]], n_last: int, shape: Sequence[int],
+# Index tensors are built once per (modes, grid, device) and kept: building one from a Python
+# list is a blocking host-to-device copy on CUDA, and impossible during CUDA-graph capture.
+# Entries a capture used stay for the process (see nol_fast.ops.launch.pinned_cache).
+_INDEX_CACHE_SIZE = 256
+
+
+@pinned_cache(maxsize=_INDEX_CACHE_SIZE)
+def _index_tensors(
+    in_index: tuple[tuple[int, ...], ...], out_index: tuple[tuple[int, ...], ...],
+    w_index: tuple[tuple[int, ...], ...], device: torch.device,
+) -> tuple[list, list, list]:
+    """:meth:`ModeIndex.tensors`, built once per mode set and device."""
+    def convert(index):
+        return [torch.tensor(i, dtype=torch.int32, device=device) for i in index]
+
+    return convert(in_index), convert(out_index), convert(w_index)
+
+
+@pinned_cache(maxsize=_INDEX_CACHE_SIZE)
+def _block(index: tuple[tuple[int, ...], ...], n_last: int, shape: tuple[int, ...],
            device: torch.device) -> tuple:
     """Index of the kept block (every kept mode of every dim) in a ``(a, b, *shape)`` tensor.
 
     Plain slices when the block is a leading corner, an advanced index otherwise.
     """
-    if all(tuple(i) == tuple(range(n)) for i, n in zip(index, shape, strict=False)):
+    if all(i == tuple(range(n)) for i, n in zip(index, shape, strict=False)):
         return (..., slice(0, n_last))
     axes = [torch.tensor(i, dtype=torch.long, device=device) for i in index]
     axes.append(torch.arange(n_last, device=device))
     return (slice(None), slice(None), *torch.meshgrid(*axes, indexing="ij"))
+
+
+def _key(index: Sequence[Sequence[int]]) -> tuple[tuple[int, ...], ...]:
+    """``index`` as tuples (as :class:`ModeIndex` holds it), to key the cache."""
+    return tuple(map(tuple, index))
 
 
 def gather_modes(t: torch.Tensor, index: Sequence[Sequence[int]], n_last: int) -> torch.Tensor:
@@ -152,7 +179,7 @@ def gather_modes(t: torch.Tensor, index: Sequence[Sequence[int]], n_last: int) -
 
     ``index`` is one of :class:`ModeIndex`'s ``in_index``, ``out_index`` or ``w_index``.
     """
-    return t[_block(index, n_last, t.shape[2:], t.device)]
+    return t[_block(_key(index), n_last, tuple(t.shape[2:]), t.device)]
 
 
 def scatter_modes(
@@ -160,5 +187,5 @@ def scatter_modes(
 ) -> torch.Tensor:
     """Inverse of :func:`gather_modes`: ``(a, b, *kept) -> (a, b, *spec)``, zero elsewhere."""
     out = block.new_zeros((*block.shape[:2], *spec))
-    out[_block(index, n_last, spec, block.device)] = block
+    out[_block(_key(index), n_last, tuple(spec), block.device)] = block
     return out

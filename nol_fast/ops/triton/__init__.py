@@ -4,13 +4,15 @@ Importing this package imports ``triton``; nothing else in ``nol_fast`` imports 
 the library works without Triton and only code that asks for these kernels needs it.
 
 The kernels run on CUDA tensors, or on CPU tensors when the Triton interpreter is active
-(``TRITON_INTERPRET=1`` set before the kernels are first imported), which is how the tests run.
+(``TRITON_INTERPRET=1`` set before the kernels are first imported), which is how the tests run;
+``INTERPRETED`` says which.
 """
 
-from nol_fast.ops.triton.optim import adabound_step_triton, adam_step_triton
+from nol_fast.ops.triton.optim import INTERPRETED, adabound_step_triton, adam_step_triton
 from nol_fast.ops.triton.spectral_conv import spectral_mix_backward, spectral_mix_forward
 
 __all__ = [
+    "INTERPRETED",
     "adabound_step_triton",
     "adam_step_triton",
     "spectral_mix_backward",

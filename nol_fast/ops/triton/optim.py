@@ -24,6 +24,7 @@ import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
+from nol_fast.ops import launch
 from nol_fast.ops.optim_step.tables import (
     BLOCK,
     adabound_coefficients,
@@ -35,7 +36,10 @@ from nol_fast.ops.optim_step.tables import (
 
 # Memory-bound: 4096 elements over 8 warps is 16 per thread, four 16-byte accesses per fp32
 # stream, which keeps enough bytes in flight; big chunks also keep the chunk table short.
-_NUM_WARPS = 8
+# No contraction into fused multiply-adds: every operation is rounded on its own, as in the
+# CUDA kernel and the reference, so the backends agree to the last bit (the step is
+# memory-bound, so the extra instructions cost nothing measurable).
+COMPILE_OPTIONS = {"num_warps": 8, "enable_fp_fusion": False}
 _TL_DTYPES = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
 
 
@@ -67,7 +71,7 @@ def _update_chunk(
     m = tl.load(m_ptr + offs, mask=mask)
     v = tl.load(v_ptr + offs, mask=mask)
     if HAS_GRAD_SCALE:
-        g = g / tl.load(grad_scale_ptr).to(tl.float32)
+        g = tl.div_rn(g, tl.load(grad_scale_ptr).to(tl.float32))
     if MAXIMIZE:
         g = -g
     if DECOUPLED:
@@ -86,14 +90,17 @@ def _update_chunk(
     if AMSGRAD:
         v_hat = tl.maximum(tl.load(vmax_ptr + offs, mask=mask), v)
         tl.store(vmax_ptr + offs, v_hat, mask=mask)
+    # Correctly rounded sqrt and division: on the GPU `tl.sqrt` is sqrt.approx.ftz, which
+    # flushes a subnormal v to zero (an infinite step with eps=0), and `/` is approximate.
     if ADABOUND:
         # coefficients: step size with both bias corrections, lower and upper bound
-        lr_t = step_size / (tl.sqrt(v_hat) + eps)
+        lr_t = tl.div_rn(step_size, tl.sqrt_rn(v_hat) + eps)
         lr_t = tl.minimum(tl.maximum(lr_t, tl.load(coef_ptr + 1)), tl.load(coef_ptr + 2))
         p = p - lr_t * m
     else:
         # coefficients: lr / bias_correction1, sqrt(bias_correction2)
-        p = p + (-step_size) * (m / (tl.sqrt(v_hat) / tl.load(coef_ptr + 1) + eps))
+        denom = tl.div_rn(tl.sqrt_rn(v_hat), tl.load(coef_ptr + 1)) + eps
+        p = p + (-step_size) * tl.div_rn(m, denom)
     tl.store(m_ptr + offs, m, mask=mask)
     tl.store(v_ptr + offs, v, mask=mask)
     tl.store(p_ptr + offs, _to_param_dtype(p, P_DTYPE), mask=mask)
@@ -140,11 +147,11 @@ def _multi_tensor_step_kernel(
                           AMSGRAD, MAXIMIZE, DECOUPLED, HAS_GRAD_SCALE)
 
 
-_INTERPRETED = isinstance(_multi_tensor_step_kernel, InterpretedFunction)
+INTERPRETED = isinstance(_multi_tensor_step_kernel, InterpretedFunction)
 
 
 def _check_device(device: torch.device) -> None:
-    if device.type != "cuda" and not _INTERPRETED:
+    if device.type != "cuda" and not INTERPRETED:
         raise ValueError(f"the Triton optimizer kernels need CUDA tensors, got device {device} "
                          "(CPU tensors work only with TRITON_INTERPRET=1 set before import)")
 
@@ -159,15 +166,16 @@ def _launch(
     meta, chunks, n_chunks, aligned = tables(groups)
     if n_chunks == 0:
         return
-    _multi_tensor_step_kernel[(n_chunks,)](
-        meta, chunks, coefs, coefs if grad_scale is None else grad_scale,
-        coefs if found_inf is None else found_inf,
-        1.0 - beta1, beta2, 1.0 - beta2, eps, weight_decay,
-        P_DTYPE=_TL_DTYPES[groups[0][0].dtype], G_DTYPE=_TL_DTYPES[groups[0][1].dtype],
-        ADABOUND=adabound, AMSGRAD=amsgrad, MAXIMIZE=maximize, DECOUPLED=decoupled,
-        HAS_GRAD_SCALE=grad_scale is not None, HAS_FOUND_INF=found_inf is not None,
-        ALIGN=16 if aligned else 1, BLOCK=BLOCK, num_warps=_NUM_WARPS,
-    )
+    with launch.device_guard(meta.device):  # Triton launches on the current device
+        _multi_tensor_step_kernel[(n_chunks,)](
+            meta, chunks, coefs, coefs if grad_scale is None else grad_scale,
+            coefs if found_inf is None else found_inf,
+            1.0 - beta1, beta2, 1.0 - beta2, eps, weight_decay,
+            P_DTYPE=_TL_DTYPES[groups[0][0].dtype], G_DTYPE=_TL_DTYPES[groups[0][1].dtype],
+            ADABOUND=adabound, AMSGRAD=amsgrad, MAXIMIZE=maximize, DECOUPLED=decoupled,
+            HAS_GRAD_SCALE=grad_scale is not None, HAS_FOUND_INF=found_inf is not None,
+            ALIGN=16 if aligned else 1, BLOCK=BLOCK, **COMPILE_OPTIONS,
+        )
 
 
 def adam_step_triton(

@@ -45,7 +45,6 @@ real and imaginary parts.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 from collections.abc import Sequence
@@ -55,6 +54,8 @@ import torch
 import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
+
+from nol_fast.ops import launch
 
 _ACCEPTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _BLOCK_DOT = 16  # tile of the dims fed to tl.dot (see _launch_mode_gemm)
@@ -110,6 +111,10 @@ def _complex_mode_gemm_kernel(
         b_mask = mode_ok[:, None, None, None] & (offs_q < Q)[None, None, :, None]
         acc_re = tl.full((BLOCK_M, BLOCK_P, BLOCK_Q), 0.0, tl.float32)
         acc_im = tl.full((BLOCK_M, BLOCK_P, BLOCK_Q), 0.0, tl.float32)
+        # Steps along k in int64: a stride below 2**31 arrives as int32, and BLOCK_K times
+        # it can pass 2**31 (a 1024**2 grid at 128 channels), which would wrap in int32.
+        a_step = stride_ak.to(tl.int64) * BLOCK_K
+        b_step = stride_bk.to(tl.int64) * BLOCK_K
         for k0 in range(0, K, BLOCK_K):
             k_ok = offs_k < K - k0
             # Upcast right after the load: no arithmetic in half precision.
@@ -127,8 +132,8 @@ def _complex_mode_gemm_kernel(
             acc_re = tl.dot(-a_im, b_im, acc_re, input_precision="ieee")
             acc_im = tl.dot(a_re, b_im, acc_im, input_precision="ieee")
             acc_im = tl.dot(a_im, b_re, acc_im, input_precision="ieee")
-            a_ptrs += BLOCK_K * stride_ak
-            b_ptrs += BLOCK_K * stride_bk
+            a_ptrs += a_step
+            b_ptrs += b_step
         # c tile: (BLOCK_M, BLOCK_P, BLOCK_Q, 2)
         c_offs = (c_modes[:, None, None, None] + offs_p64[None, :, None, None] * stride_cp
                   + offs_q64[None, None, :, None] * stride_cq + reim[None, None, None, :])
@@ -150,7 +155,7 @@ def _complex_mode_gemm_kernel(
         tl.store(c_ptr + offs, tl.full((BLOCK_R, 2 * BLOCK_Z), 0.0, tl.float32), mask=mask)
 
 
-_INTERPRETED = isinstance(_complex_mode_gemm_kernel, InterpretedFunction)
+INTERPRETED = isinstance(_complex_mode_gemm_kernel, InterpretedFunction)
 
 
 class _PassTables(NamedTuple):
@@ -176,7 +181,7 @@ def _row(position: Sequence[int], spec: Sequence[int]) -> int:
     return row
 
 
-@functools.lru_cache(maxsize=64)
+@launch.pinned_cache(maxsize=64)  # pinned while a CUDA graph captures a launch that reads it
 def _mode_tables(
     in_pos: tuple[tuple[int, ...], ...], out_pos: tuple[tuple[int, ...], ...],
     w_pos: tuple[tuple[int, ...], ...], in_spec: tuple[int, ...], out_spec: tuple[int, ...],
@@ -253,13 +258,15 @@ def _launch_mode_gemm(
     n_mix_programs = triton.cdiv(n_kept, _BLOCK_M) * n_p_tiles * n_q_tiles
     n_z_tiles = triton.cdiv(n_dst, block_z)
     n_zero_programs = triton.cdiv(p * q, block_r) * n_z_tiles
-    _complex_mode_gemm_kernel[(n_mix_programs + n_zero_programs,)](
-        a, b, out, tables.kept, tables.row_kept,
-        p, q, k, n_kept, n_last, row_len, n_dst, n_p_tiles, n_q_tiles, n_mix_programs, n_z_tiles,
-        *a_strides, *b_strides, out.stride(0), out.stride(1),
-        CONJ_A=conj_a, CONJ_B=conj_b, BLOCK_M=_BLOCK_M, BLOCK_P=_BLOCK_DOT, BLOCK_Q=_BLOCK_DOT,
-        BLOCK_K=_BLOCK_DOT, BLOCK_R=block_r, BLOCK_Z=block_z, num_warps=4,
-    )
+    with launch.device_guard(out.device):  # Triton launches on the current device
+        _complex_mode_gemm_kernel[(n_mix_programs + n_zero_programs,)](
+            a, b, out, tables.kept, tables.row_kept,
+            p, q, k, n_kept, n_last, row_len, n_dst, n_p_tiles, n_q_tiles, n_mix_programs,
+            n_z_tiles, *a_strides, *b_strides, out.stride(0), out.stride(1),
+            CONJ_A=conj_a, CONJ_B=conj_b, BLOCK_M=_BLOCK_M, BLOCK_P=_BLOCK_DOT,
+            BLOCK_Q=_BLOCK_DOT, BLOCK_K=_BLOCK_DOT, BLOCK_R=block_r, BLOCK_Z=block_z,
+            num_warps=4,
+        )
 
 
 def _check_spectrum(name: str, t: torch.Tensor) -> None:
@@ -295,7 +302,7 @@ def _check_device(**tensors: torch.Tensor) -> torch.device:
     device = next(iter(devices.values()))
     if any(d != device for d in devices.values()):
         raise ValueError(f"tensors must share one device, got {devices}")
-    if device.type != "cuda" and not _INTERPRETED:
+    if device.type != "cuda" and not INTERPRETED:
         raise ValueError(
             f"the Triton spectral kernels need CUDA tensors, got device {device} (CPU tensors "
             "run only under the Triton interpreter, TRITON_INTERPRET=1)"

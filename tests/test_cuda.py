@@ -1,0 +1,293 @@
+"""GPU cases of the kernels and of the code around them; marked ``cuda``, skipped without CUDA.
+
+Run them in a process of their own::
+
+    python -m pytest -m cuda tests/test_cuda.py
+
+The CPU tests of the Triton kernels switch on Triton's interpreter for their whole process
+when they are collected; the cases here that need compiled kernels skip in such a process.
+
+- the spectral kernels at strides where a k-loop step passes 2**31 elements (forward and
+  grad-weight pass);
+- tensors on ``cuda:1`` while ``cuda:0`` is current (skipped with one device), and a Trainer
+  on ``cuda:1``;
+- FusedAdam, FusedAdamW and AdaBound on bfloat16, float64, channels_last and mixed groups, on
+  each device backend, against ``torch.optim`` and the ``adabound`` package;
+- no host synchronisation in an optimizer step with a GradScaler, nor in a spectral layer's
+  forward and backward, after the first call;
+- a captured optimizer step replayed after more optimizers than the table cache holds;
+- a subnormal second moment with ``eps=0``, and the AMP dtype of this GPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import pytest
+import torch
+from conftest import (
+    OPTIMIZER_GROUPS,
+    assert_params_close,
+    make_param,
+    optimizer_trajectories,
+)
+from torch.utils.data import DataLoader, TensorDataset
+
+from nol_fast.models import FNO, SpectralConv
+from nol_fast.ops import extension, launch
+from nol_fast.optim import AdaBound, FusedAdam, FusedAdamW
+from nol_fast.training import Trainer, TrainingConfig
+from nol_fast.training.precision import autocast_dtype
+
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+two_gpus = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+
+
+@pytest.fixture
+def compiled_kernels():
+    """The Triton kernels compiled for the GPU (skips where they run in the interpreter)."""
+    pytest.importorskip("triton", reason="the Triton kernels need the triton package")
+    from nol_fast.ops import triton as kernels
+
+    if launch.interpreter_requested() or kernels.INTERPRETED:
+        pytest.skip("the Triton kernels run in the interpreter in this process; run "
+                    "`python -m pytest -m cuda tests/test_cuda.py` in a process of its own")
+    return kernels
+
+
+@pytest.fixture(params=["triton", "cuda"])
+def device_backend(request) -> str:
+    """Each device backend of the optimizer step: Triton, and the CUDA kernel when built."""
+    if request.param == "triton":
+        request.getfixturevalue("compiled_kernels")
+    elif extension.missing(cuda=True) is not None:
+        pytest.skip(extension.missing(cuda=True))
+    return request.param
+
+
+@pytest.fixture
+def current_device_restored():
+    before = torch.cuda.current_device()
+    yield
+    torch.cuda.set_device(before)
+
+
+@contextlib.contextmanager
+def no_host_sync():
+    """Make every synchronising CUDA call inside the block raise."""
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+# ----------------------------------------------------------------- spectral kernels
+
+
+# A spectrum this long has channel planes of 2**27 + 2 floats: 16 (BLOCK_K) strides of it
+# pass 2**31, which an int32 pointer step wraps.
+LARGE = 2**26 + 1
+N_LAST = 3
+
+
+def _random_kept(shape, generator):
+    """Zeros of ``(..., LARGE, 2)`` float32 with random values on the first N_LAST modes."""
+    t = torch.zeros(*shape, LARGE, 2, device="cuda")
+    t[..., :N_LAST, :] = torch.randn(*shape, N_LAST, 2, generator=generator).cuda()
+    return t
+
+
+def _kept(t):
+    return torch.view_as_complex(t[..., :N_LAST, :].contiguous())
+
+
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_spectral_kernels_past_int32_strides(compiled_kernels, direction):
+    if torch.cuda.mem_get_info()[0] < 40 * 2**30:
+        pytest.skip("needs 40 GiB of free GPU memory")
+    kernels, generator = compiled_kernels, torch.Generator().manual_seed(0)
+    if direction == "forward":
+        # 17 input channels: the k loop (over channels) steps once by 16 channel planes
+        x_ft = _random_kept((1, 17), generator)
+        weight = torch.randn(17, 2, N_LAST, 2, generator=generator).cuda()
+        y = kernels.spectral_mix_forward(x_ft, weight, [], [], [], N_LAST, (LARGE,))
+        want = torch.einsum("bik,iok->bok", _kept(x_ft), _kept(weight))
+        torch.testing.assert_close(_kept(y), want, rtol=1e-5, atol=1e-5)
+        assert not y[..., N_LAST:, :].any()
+        return
+    # batch 17: the grad-weight pass reduces over the batch, stepping by 16 batch planes
+    x_ft, grad_y = _random_kept((17, 1), generator), _random_kept((17, 1), generator)
+    weight = torch.randn(1, 1, N_LAST, 2, generator=generator).cuda()
+    grad_x, grad_w = kernels.spectral_mix_backward(grad_y, x_ft, weight, [], [], [], N_LAST,
+                                                   (LARGE,))
+    want_w = torch.einsum("bik,bok->iok", _kept(x_ft).conj(), _kept(grad_y))
+    want_x = torch.einsum("bok,iok->bik", _kept(grad_y), _kept(weight).conj())
+    torch.testing.assert_close(torch.view_as_complex(grad_w), want_w, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(_kept(grad_x), want_x, rtol=1e-5, atol=1e-5)
+
+
+# --------------------------------------------------------------------- two devices
+
+
+def _spectral_matches_reference(device):
+    torch.manual_seed(0)
+    fast = SpectralConv(5, 3, (6, 5), backend="triton").to(device)
+    reference = SpectralConv(5, 3, (6, 5), backend="reference").to(device)
+    reference.load_state_dict(fast.state_dict())
+    x = torch.randn(2, 5, 20, 17, device=device)
+    results = []
+    for conv in (fast, reference):
+        x_ = x.clone().requires_grad_()
+        y = conv(x_, output_shape=(24, 19))
+        y.square().sum().backward()
+        results.append([y.detach(), x_.grad, *(p.grad for p in conv.parameters())])
+    for got, want in zip(*results, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+@two_gpus
+def test_kernels_run_on_the_device_of_their_tensors(compiled_kernels, current_device_restored):
+    """With cuda:0 current, the launches on cuda:1 tensors go to cuda:1 and leave cuda:0
+    current."""
+    torch.cuda.set_device(0)
+    second = torch.device("cuda", 1)
+    _spectral_matches_reference(second)
+    backends = ["triton"] + ([] if extension.missing(cuda=True) else ["cuda"])
+    for backend in backends:
+        _, ours, wide = optimizer_trajectories(
+            lambda ps, b=backend: FusedAdamW(ps, lr=1e-2, backend=b),
+            lambda ps: torch.optim.AdamW(ps, lr=1e-2, foreach=False),
+            OPTIMIZER_GROUPS["mixed"], device=second)
+        assert_params_close(ours, wide)
+    assert torch.cuda.current_device() == 0
+
+
+@two_gpus
+def test_trainer_on_the_second_device(compiled_kernels, current_device_restored):
+    torch.cuda.set_device(0)
+    torch.manual_seed(0)
+    model = FNO(n_modes=(4, 4), hidden_channels=8, n_layers=2)
+    x, y = torch.randn(16, 1, 16, 16), torch.randn(16, 1, 16, 16)
+    trainer = Trainer(model, DataLoader(TensorDataset(x, y), batch_size=8), None,
+                      device="cuda:1", config=TrainingConfig(warmup_steps=0))
+    history = trainer.train(2)
+    assert torch.cuda.current_device() == 1
+    assert all(p.device == torch.device("cuda", 1) for p in model.parameters())
+    assert math.isfinite(history["train_loss"][-1])
+
+
+# ---------------------------------------------------------------------- optimizers
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZER_GROUPS))
+@pytest.mark.parametrize("decoupled", [False, True], ids=["adam", "adamw"])
+def test_fused_adam_matches_torch(device_backend, name, decoupled):
+    ours_cls, torch_cls = (FusedAdamW, torch.optim.AdamW) if decoupled else (
+        FusedAdam, torch.optim.Adam)  # fmt: skip
+    kwargs = {"lr": 1e-2, "weight_decay": 0.1, "amsgrad": True}
+    _, ours, wide = optimizer_trajectories(
+        lambda ps: ours_cls(ps, backend=device_backend, **kwargs),
+        lambda ps: torch_cls(ps, foreach=False, **kwargs), OPTIMIZER_GROUPS[name], device="cuda")
+    assert_params_close(ours, wide)
+
+
+# the package calls the deprecated ``Tensor.add(Number, Tensor)`` overload
+@pytest.mark.filterwarnings("ignore:This overload of add:UserWarning")
+@pytest.mark.parametrize("name", list(OPTIMIZER_GROUPS))
+def test_adabound_matches_package(device_backend, name):
+    adabound = pytest.importorskip("adabound")
+    kwargs = {"lr": 1e-2, "final_lr": 0.1, "gamma": 1e-3, "weight_decay": 0.1,
+              "amsbound": True}
+    _, ours, wide = optimizer_trajectories(
+        lambda ps: AdaBound(ps, backend=device_backend, **kwargs),
+        lambda ps: adabound.AdaBound(ps, **kwargs), OPTIMIZER_GROUPS[name], device="cuda")
+    assert_params_close(ours, wide)
+
+
+@pytest.mark.parametrize("cls", [FusedAdamW, AdaBound])
+def test_optimizer_step_with_a_grad_scaler_does_not_sync(device_backend, cls):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(),
+                                torch.nn.Linear(32, 4)).cuda()
+    optimizer = cls(model.parameters(), lr=1e-3, backend=device_backend)
+    scaler = torch.amp.GradScaler("cuda", init_scale=2.0**10)  # no overflow: no skipped step
+    x = torch.randn(8, 16, device="cuda")
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.float16):
+            loss = model(x).square().mean()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    step()  # creates the optimizer state, the tables and the scaler's tensors
+    with no_host_sync():
+        for _ in range(3):
+            step()
+    assert all(s["step"].item() == 4 for s in optimizer.state.values())
+
+
+def test_spectral_layer_does_not_sync_after_its_first_call(compiled_kernels):
+    conv = SpectralConv(8, 8, (6, 6), backend="triton").cuda()
+    x = torch.randn(4, 8, 32, 32, device="cuda", requires_grad=True)
+    conv(x).sum().backward()  # builds the mode tables and the FFT plans
+    with no_host_sync():
+        for _ in range(2):
+            conv(x).sum().backward()
+
+
+def test_captured_step_replays_after_its_tables_would_be_evicted(compiled_kernels):
+    """A captured step keeps the addresses of its pointer tables; more optimizers than the
+    table cache holds, and then new allocations, must not move or overwrite them."""
+    params = [make_param(s, seed=i, device="cuda").requires_grad_()
+              for i, s in enumerate([(7,), (4099,), (3, 5)])]
+    copies = [p.detach().clone().requires_grad_() for p in params]
+    for p, q in zip(params, copies, strict=True):
+        p.grad = torch.randn_like(p)
+        q.grad = p.grad.clone()
+    ours = FusedAdamW(params, lr=torch.tensor(1e-2, device="cuda"), capturable=True,
+                      backend="triton")
+    oracle = torch.optim.AdamW(copies, lr=1e-2, foreach=False)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up off the capture: state, tables, compilation
+        for _ in range(2):
+            ours.step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        ours.step()
+    for k in range(40):
+        other = torch.zeros(5 + k, device="cuda", requires_grad=True)
+        other.grad = torch.ones_like(other)
+        FusedAdamW([other], backend="triton").step()
+    garbage = [torch.full((64,), -1, dtype=torch.int64, device="cuda") for _ in range(2000)]
+    for _ in range(3):
+        graph.replay()
+    for _ in range(5):
+        oracle.step()
+    torch.cuda.synchronize()
+    assert len(garbage) == 2000
+    for p, q in zip(params, copies, strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_subnormal_second_moment_with_zero_eps(device_backend):
+    ours, theirs = (torch.ones(5, device="cuda", requires_grad=True) for _ in range(2))
+    for p in (ours, theirs):
+        p.grad = torch.full((5,), 1e-20, device="cuda")
+    FusedAdam([ours], lr=1e-2, eps=0.0, backend=device_backend).step()
+    torch.optim.Adam([theirs], lr=1e-2, eps=0.0).step()
+    assert torch.isfinite(ours).all()
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=0)
+
+
+def test_autocast_dtype_of_this_gpu():
+    native = torch.cuda.get_device_capability() >= (8, 0)
+    expected = torch.bfloat16 if native else torch.float16
+    assert autocast_dtype(torch.device("cuda"), mixed_precision=True) == expected

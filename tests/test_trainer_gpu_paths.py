@@ -1,0 +1,78 @@
+"""The Trainer's GPU paths that run here too: device placement, AMP dtype, fp16 loss scaling.
+
+A CPU ``GradScaler`` takes the code path of the fp16 CUDA one; CUDA queries are replaced by
+fakes that answer as the GPUs in question do.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from nol_fast.optim import FusedAdamW
+from nol_fast.training import Trainer, TrainingConfig
+from nol_fast.training.precision import autocast_dtype
+
+
+@pytest.mark.parametrize(("native", "expected"), [(True, torch.bfloat16),
+                                                  (False, torch.float16)],
+                         ids=["ampere", "volta"])
+def test_autocast_dtype_is_bf16_only_where_the_gpu_computes_in_it(monkeypatch, native,
+                                                                  expected):
+    """A V100 or T4 answers ``is_bf16_supported()`` with True through emulation; it gets
+    fp16 with loss scaling, as bf16 would be emulated."""
+
+    def is_bf16_supported(including_emulation: bool = True) -> bool:
+        return native or including_emulation
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    assert autocast_dtype(torch.device("cuda"), mixed_precision=True) == expected
+
+
+def _loader(x, y):
+    return DataLoader(TensorDataset(x, y), batch_size=8)
+
+
+@pytest.mark.parametrize("optimizer_class", [torch.optim.SGD, FusedAdamW])
+def test_fully_skipped_group_with_an_fp16_scaler_steps_nothing(optimizer_class):
+    """With skip_nonfinite, a group whose micro-batches all have non-finite losses ran no
+    backward; the scaler must not step (it would find no inf checks and raise, in
+    ``scaler.step`` for SGD, in ``scaler.update`` for an optimizer that unscales itself)."""
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 3, 5), torch.randn(64, 2, 5)
+    y[16:32] = float("nan")  # the second group of two batches
+    config = TrainingConfig(mixed_precision=False, gradient_clipping=0.0, skip_nonfinite=True,
+                            gradient_accumulation_steps=2, sync_frequency=100)
+    keep = torch.cat([torch.arange(16), torch.arange(32, 64)])
+    models, histories = [], []
+    for data in ((x, y), (x[keep], y[keep])):  # with the group, and without it
+        torch.manual_seed(1)
+        model = nn.Conv1d(3, 2, 1)
+        trainer = Trainer(model, _loader(*data), None,
+                          optimizer_class(model.parameters(), lr=0.1), config=config)
+        trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+        histories.append(trainer.train(1))
+        assert trainer.scaler.get_scale() == 2.0**16  # no overflow, no growth yet
+        models.append(model)
+    assert [h["skipped_steps"] for h in histories] == [[2.0], [0.0]]
+    for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_trainer_makes_its_cuda_device_current(monkeypatch):
+    """Triton and the CUDA extension launch on the current device, so a Trainer on cuda:1
+    makes cuda:1 current."""
+    made_current = []
+    monkeypatch.setattr(torch.cuda, "set_device", made_current.append)
+
+    class Unplaced(Trainer):  # no CUDA here: the model stays where it is
+        def place_model(self, model):
+            return model
+
+    model = nn.Conv1d(3, 2, 1)
+    Unplaced(model, _loader(torch.randn(8, 3, 5), torch.randn(8, 2, 5)), None,
+             torch.optim.SGD(model.parameters(), lr=0.1), device="cuda:1",
+             config=TrainingConfig(mixed_precision=False))
+    assert made_current == [torch.device("cuda", 1)]
