@@ -304,8 +304,8 @@ def test_npz_is_memory_mapped_unless_compressed(tmp_path):
     for data in (plain, small):
         batch = data.take([4, 0])
         assert torch.equal(batch["x"], x[[4, 0]]) and torch.equal(batch["y"], y[[4, 0]])
-    assert isinstance(plain._arrays["x"], np.memmap)
-    assert not isinstance(small._arrays["x"], np.memmap)
+    assert isinstance(plain._reader._arrays["x"], np.memmap)
+    assert not isinstance(small._reader._arrays["x"], np.memmap)
     fortran = np.asfortranarray(np.arange(24.0).reshape(2, 3, 4))
     np.savez(tmp_path / "f.npz", x=fortran, y=fortran)
     assert np.array_equal(PairFile(tmp_path / "f.npz")[1][0].numpy(), fortran[1])
@@ -380,7 +380,7 @@ def test_dataloader_workers_over_hdf5(tmp_path):
     data = PairFile(save_pairs(tmp_path / "d.h5", x, y))
     data[0]  # an open handle in the parent, inherited by forked workers, must not be used
     restored = pickle.loads(pickle.dumps(data))
-    assert restored._handle is None and torch.equal(restored[5][1], y[5])
+    assert restored._reader._handle is None and torch.equal(restored[5][1], y[5])
     loader = DataLoader(data, batch_size=5, shuffle=True, num_workers=2,
                         generator=torch.Generator().manual_seed(0))
     seen_x, seen_y = [], []
@@ -389,7 +389,7 @@ def test_dataloader_workers_over_hdf5(tmp_path):
         seen_x.append(xb)
         seen_y.append(yb)
     if torch.multiprocessing.get_start_method() == "fork":
-        assert data._handle is None  # closed before the workers were forked
+        assert data._reader._handle is None  # closed before the workers were forked
     xs, ys = torch.cat(seen_x), torch.cat(seen_y)
     order = torch.stack([(x == row).flatten(1).all(1).nonzero()[0, 0] for row in xs])
     assert sorted(order.tolist()) == list(range(24))
