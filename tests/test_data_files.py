@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 
@@ -14,10 +15,14 @@ from torch.utils.data import DataLoader
 from nol_fast.data.cache import cached
 from nol_fast.data.files import (
     LAYOUT_TAG,
+    ArrayInfo,
     DataFileError,
+    FormatReader,
     MissingKeyError,
     PairFile,
     describe_file,
+    formats,
+    register_format,
     save_pairs,
     save_series,
 )
@@ -555,3 +560,54 @@ def test_corrupt_files(tmp_path):
 
 class _Unsafe:
     """An object ``weights_only`` loading refuses to unpickle."""
+
+
+# ---- a format registered from outside the package ----------------------------------------
+
+
+class _JsonReader(FormatReader):
+    """A format defined here, as docs/data.md shows: a JSON object of nested lists."""
+
+    format = "json"
+    suffixes = (".json",)
+
+    def __init__(self, path):
+        super().__init__(path)
+        self._data = {k: np.asarray(v) for k, v in json.loads(path.read_text()).items()}
+
+    def arrays(self):
+        return {k: ArrayInfo(v.shape, v.dtype) for k, v in self._data.items()}
+
+    def load(self, key):
+        return self._data[key]
+
+
+def test_registered_format_reads_like_the_built_in_ones(tmp_path, monkeypatch):
+    monkeypatch.setattr(formats, "_READERS", dict(formats._READERS))  # undone after the test
+    x, y = _pairs(n=3, cx=2, cy=1, grid=(5,))
+    path = tmp_path / "pairs.json"
+    u = torch.arange(60.0).view(3, 4, 5)  # a time series (n, T, X)
+    path.write_text(json.dumps({"x": x.tolist(), "y": y[:, 0].tolist(), "u": u.tolist()}))
+    (tmp_path / "pairs.csv").write_text("1,2\n")
+    with pytest.raises(ValueError, match=r"unknown data file extension '\.json'"):
+        PairFile(path)
+
+    assert register_format(_JsonReader) is _JsonReader
+    data = PairFile(path)
+    assert (data.format, data.layout, len(data)) == ("json", "pairs", 3)
+    assert data.shapes == {"x": (3, 2, 5), "y": (3, 1, 5)}  # y's missing channel dim added
+    batch = data.take([2, 0, 2])
+    assert torch.equal(batch["x"], x[[2, 0, 2]]) and torch.equal(batch["y"], y[[2, 0, 2]])
+    assert torch.equal(pickle.loads(pickle.dumps(data))[1][0], x[1])
+    text = describe_file(path)
+    for fragment in ("format: json", "x                    float64  (3, 2, 5)", "samples: 3",
+                     "y: 1 channel on grid (5,)"):
+        assert fragment in text, (fragment, text)
+    with pytest.raises(MissingKeyError, match=r"no array 'v'; arrays present: 'x', 'y', 'u'"):
+        PairFile(path, x_key="v")
+    series = PairFile(path, x_key="u", history=3)
+    assert series.layout == "series" and torch.equal(series.take([1])["y"], u[1:2, 3:4])
+    with pytest.raises(ValueError, match=r"supported: \.h5, .*\.pth, \.json or a directory"):
+        PairFile(tmp_path / "pairs.csv")
+    with pytest.raises(TypeError, match="FormatReader subclass"):
+        register_format(dict)
