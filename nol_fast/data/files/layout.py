@@ -46,7 +46,6 @@ class Source:
     """How one of x / y is read: a stored array and what is done to its rows."""
 
     key: str                        # dataset / array name; '<group>/data' for groups
-    stored: tuple[int, ...]         # stored shape (of one group's data for groups)
     served: tuple[int, ...]         # (n, c, *grid) as served
     add_channel: bool = False       # pairs: insert a channel dim of size 1
     steps: tuple[int, int] | None = None   # time series: the window [start, stop)
@@ -156,8 +155,8 @@ class Request:
                 f"served as {x_served} and {y_key!r} {y_shape} as {y_served}; a sample pair "
                 f"needs the same number of grid dimensions (set add_channel_dim if the "
                 f"channel dimension was detected wrongly)")
-        return Layout(name, Source(x_key, x_shape, x_served, add_channel=add_x),
-                      Source(y_key, y_shape, y_served, add_channel=add_y),
+        return Layout(name, Source(x_key, x_served, add_channel=add_x),
+                      Source(y_key, y_served, add_channel=add_y),
                       {"x": x_key, "y": y_key}, x_shape[0])
 
     def series(self, key: str, info: ArrayInfo, has_vars: bool) -> Layout:
@@ -172,8 +171,7 @@ class Request:
         x_steps, y_steps = self._windows(shape[1], f"{key!r} {shape}")
         grid = shape[2:-1] if has_vars else shape[2:]
         n_vars = shape[-1] if has_vars else 1
-        return _series_layout("series", key, shape, shape[0], grid, n_vars, x_steps, y_steps,
-                              has_vars)
+        return _series_layout("series", key, shape[0], grid, n_vars, x_steps, y_steps, has_vars)
 
     def per_sample_series(self, key: str, info: ArrayInfo, n_samples: int, source: str,
                           name: str) -> Layout:
@@ -185,8 +183,8 @@ class Request:
             raise ValueError(f"{self.path}: {key!r} has shape {shape}; PDEBench per-sample "
                              f"data are (T, *grid, V) with at least one grid dimension")
         x_steps, y_steps = self._windows(shape[0], f"{key!r} {shape}")
-        return _series_layout(name, source, shape, n_samples, shape[1:-1], shape[-1], x_steps,
-                              y_steps, True)
+        return _series_layout(name, source, n_samples, shape[1:-1], shape[-1], x_steps, y_steps,
+                              True)
 
     def _windows(self, n_steps: int, what: str) -> tuple[tuple[int, int], tuple[int, int]]:
         """The time steps ``[start, stop)`` of x and of y in a series of ``n_steps``."""
@@ -203,17 +201,18 @@ class Request:
         return (0, h), (h, h + k)
 
 
-def _series_layout(name: str, key: str, stored: tuple[int, ...], n: int,
-                   grid: tuple[int, ...], n_vars: int, x_steps: tuple[int, int],
-                   y_steps: tuple[int, int], has_vars: bool) -> Layout:
+def _series_layout(name: str, key: str, n: int, grid: tuple[int, ...], n_vars: int,
+                   x_steps: tuple[int, int], y_steps: tuple[int, int], has_vars: bool) -> Layout:
+    """Windows ``x_steps -> y_steps`` of ``n`` series of ``n_vars`` variables on ``grid``."""
     served = {part: (n, (stop - start) * n_vars, *grid)
               for part, (start, stop) in (("x", x_steps), ("y", y_steps))}
     keys = {part: f"{key}[{a}:{b}]" for part, (a, b) in (("x", x_steps), ("y", y_steps))}
-    return Layout(name, Source(key, stored, served["x"], steps=x_steps, has_vars=has_vars),
-                  Source(key, stored, served["y"], steps=y_steps, has_vars=has_vars), keys, n)
+    return Layout(name, Source(key, served["x"], steps=x_steps, has_vars=has_vars),
+                  Source(key, served["y"], steps=y_steps, has_vars=has_vars), keys, n)
 
 
 def _check_window(value: Any, name: str) -> int | None:
+    """``history``/``horizon`` as an int >= 1, or None; ValueError naming the value."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
