@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 
@@ -14,10 +15,14 @@ from torch.utils.data import DataLoader
 from nol_fast.data.cache import cached
 from nol_fast.data.files import (
     LAYOUT_TAG,
+    ArrayInfo,
     DataFileError,
+    FormatReader,
     MissingKeyError,
     PairFile,
     describe_file,
+    formats,
+    register_format,
     save_pairs,
     save_series,
 )
@@ -304,8 +309,8 @@ def test_npz_is_memory_mapped_unless_compressed(tmp_path):
     for data in (plain, small):
         batch = data.take([4, 0])
         assert torch.equal(batch["x"], x[[4, 0]]) and torch.equal(batch["y"], y[[4, 0]])
-    assert isinstance(plain._arrays["x"], np.memmap)
-    assert not isinstance(small._arrays["x"], np.memmap)
+    assert isinstance(plain._reader._arrays["x"], np.memmap)
+    assert not isinstance(small._reader._arrays["x"], np.memmap)
     fortran = np.asfortranarray(np.arange(24.0).reshape(2, 3, 4))
     np.savez(tmp_path / "f.npz", x=fortran, y=fortran)
     assert np.array_equal(PairFile(tmp_path / "f.npz")[1][0].numpy(), fortran[1])
@@ -380,7 +385,7 @@ def test_dataloader_workers_over_hdf5(tmp_path):
     data = PairFile(save_pairs(tmp_path / "d.h5", x, y))
     data[0]  # an open handle in the parent, inherited by forked workers, must not be used
     restored = pickle.loads(pickle.dumps(data))
-    assert restored._handle is None and torch.equal(restored[5][1], y[5])
+    assert restored._reader._handle is None and torch.equal(restored[5][1], y[5])
     loader = DataLoader(data, batch_size=5, shuffle=True, num_workers=2,
                         generator=torch.Generator().manual_seed(0))
     seen_x, seen_y = [], []
@@ -389,7 +394,7 @@ def test_dataloader_workers_over_hdf5(tmp_path):
         seen_x.append(xb)
         seen_y.append(yb)
     if torch.multiprocessing.get_start_method() == "fork":
-        assert data._handle is None  # closed before the workers were forked
+        assert data._reader._handle is None  # closed before the workers were forked
     xs, ys = torch.cat(seen_x), torch.cat(seen_y)
     order = torch.stack([(x == row).flatten(1).all(1).nonzero()[0, 0] for row in xs])
     assert sorted(order.tolist()) == list(range(24))
@@ -555,3 +560,54 @@ def test_corrupt_files(tmp_path):
 
 class _Unsafe:
     """An object ``weights_only`` loading refuses to unpickle."""
+
+
+# ---- a format registered from outside the package ----------------------------------------
+
+
+class _JsonReader(FormatReader):
+    """A format defined here, as docs/data.md shows: a JSON object of nested lists."""
+
+    format = "json"
+    suffixes = (".json",)
+
+    def __init__(self, path):
+        super().__init__(path)
+        self._data = {k: np.asarray(v) for k, v in json.loads(path.read_text()).items()}
+
+    def arrays(self):
+        return {k: ArrayInfo(v.shape, v.dtype) for k, v in self._data.items()}
+
+    def load(self, key):
+        return self._data[key]
+
+
+def test_registered_format_reads_like_the_built_in_ones(tmp_path, monkeypatch):
+    monkeypatch.setattr(formats, "_READERS", dict(formats._READERS))  # undone after the test
+    x, y = _pairs(n=3, cx=2, cy=1, grid=(5,))
+    path = tmp_path / "pairs.json"
+    u = torch.arange(60.0).view(3, 4, 5)  # a time series (n, T, X)
+    path.write_text(json.dumps({"x": x.tolist(), "y": y[:, 0].tolist(), "u": u.tolist()}))
+    (tmp_path / "pairs.csv").write_text("1,2\n")
+    with pytest.raises(ValueError, match=r"unknown data file extension '\.json'"):
+        PairFile(path)
+
+    assert register_format(_JsonReader) is _JsonReader
+    data = PairFile(path)
+    assert (data.format, data.layout, len(data)) == ("json", "pairs", 3)
+    assert data.shapes == {"x": (3, 2, 5), "y": (3, 1, 5)}  # y's missing channel dim added
+    batch = data.take([2, 0, 2])
+    assert torch.equal(batch["x"], x[[2, 0, 2]]) and torch.equal(batch["y"], y[[2, 0, 2]])
+    assert torch.equal(pickle.loads(pickle.dumps(data))[1][0], x[1])
+    text = describe_file(path)
+    for fragment in ("format: json", "x                    float64  (3, 2, 5)", "samples: 3",
+                     "y: 1 channel on grid (5,)"):
+        assert fragment in text, (fragment, text)
+    with pytest.raises(MissingKeyError, match=r"no array 'v'; arrays present: 'x', 'y', 'u'"):
+        PairFile(path, x_key="v")
+    series = PairFile(path, x_key="u", history=3)
+    assert series.layout == "series" and torch.equal(series.take([1])["y"], u[1:2, 3:4])
+    with pytest.raises(ValueError, match=r"supported: \.h5, .*\.pth, \.json or a directory"):
+        PairFile(tmp_path / "pairs.csv")
+    with pytest.raises(TypeError, match="FormatReader subclass"):
+        register_format(dict)
