@@ -43,10 +43,9 @@ from nol_fast.training.evaluation import evaluate_loader
 from nol_fast.training.optimizers import create_optimizer
 from nol_fast.training.precision import autocast, autocast_dtype, grad_scaler
 from nol_fast.training.progress import EpochProgress, ensure_log_output, log_epoch
+from nol_fast.training.scheduling import SchedulerStepper, trainer_interval
 
 logger = logging.getLogger(__name__)
-
-PLATEAU = torch.optim.lr_scheduler.ReduceLROnPlateau
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -80,9 +79,11 @@ class Trainer:
     scheduler
         Optional learning-rate scheduler. Schedulers from ``create_scheduler`` step per optimizer
         step (or per epoch when created with ``interval='epoch'``); other schedulers step per
-        epoch, and ``ReduceLROnPlateau`` per validation with ``config.monitor``. A scheduler
-        created without its horizon (``'cosine'`` without ``T_max``) gets
-        ``epochs × optimizer steps per epoch`` when training starts.
+        epoch, and ``ReduceLROnPlateau`` per validation with ``config.monitor`` (a
+        ``PlateauScheduler`` warms up per optimizer step first). A scheduler created without
+        its run-length option (``'cosine'`` without ``T_max``, ``'step'`` without
+        ``step_size``...) gets ``epochs × optimizer steps per epoch`` as its horizon when
+        training starts. See :mod:`nol_fast.training.scheduling`.
     loss_fn
         ``loss_fn(pred, target)`` returning a scalar tensor; default MSE. A loss whose
         signature has an ``inputs`` parameter also receives the batch inputs. If the loss
@@ -143,10 +144,12 @@ class Trainer:
         self.history: dict[str, list[float]] = {}
         # Set during training, read by callbacks.
         self.logs: dict[str, float] = {}
+        self.params: dict[str, Any] = {}  # of the current train call: 'epochs', 'steps'
         self.stop_training = False
         self.took_optimizer_step = False
         self.callbacks = CallbackList(None)
-        self._interval: str | None = None  # when the scheduler steps; set by train()
+        # Steps self.scheduler, unless a callback does; set by train().
+        self._stepper: SchedulerStepper | None = None
         self._pending_callback_state: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ placement
@@ -173,8 +176,10 @@ class Trainer:
             raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
         self.callbacks = CallbackList(callbacks)
         self._restore_callback_state()
-        self._interval = self._scheduler_interval()
-        self._prepare_scheduler(epochs)
+        self.params = {"epochs": epochs, "steps": _safe_len(self.train_loader)}
+        self._stepper = self._scheduler_stepper()
+        if self._stepper is not None:
+            self._stepper.fill_horizon(epochs, lambda: self.steps_per_epoch)
         self.stop_training = False
         if self.epoch >= epochs:
             logger.info("already trained for %d epochs; nothing to do", self.epoch)
@@ -190,7 +195,8 @@ class Trainer:
                 **train_metrics, **val_metrics, "lr": lr,
                 "epoch_time": time.perf_counter() - start,
             }
-            self._step_scheduler_on_epoch()
+            if self._stepper is not None:
+                self._stepper.after_epoch(self.logs)
             self._record_history()  # before the callbacks, so checkpoints they write have it
             self.callbacks.call("on_epoch_end", self, epoch, train_metrics, val_metrics)
             self._record_history()  # again, for metrics the callbacks added to the logs
@@ -412,8 +418,8 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.global_step += 1
-        if self._interval == "step":
-            self.scheduler.step()
+        if self._stepper is not None:
+            self._stepper.after_optimizer_step()
 
     def _raise_if_nonfinite(self, epoch: int, first_bad_batch: torch.Tensor) -> None:
         bad = int(first_bad_batch)
@@ -436,45 +442,20 @@ class Trainer:
         return keys or ["loss", "rel_l2"]
 
     # ------------------------------------------------------------------ schedulers
-    def _scheduler_interval(self) -> str | None:
-        """``'step'``, ``'epoch'`` or ``None`` (no scheduler, or a callback steps it)."""
+    def _scheduler_stepper(self) -> SchedulerStepper | None:
+        """The stepper of ``self.scheduler``; ``None`` without one, or when a
+        :class:`LearningRateScheduler` callback steps it."""
         scheduler = self.scheduler
         if scheduler is None or any(
             isinstance(cb, LearningRateScheduler) and cb.scheduler is scheduler
             for cb in self.callbacks.callbacks
         ):
             return None
-        if isinstance(scheduler, PLATEAU):
-            return "epoch"
-        if self.config.scheduler_interval != "auto":
-            return self.config.scheduler_interval
-        return getattr(scheduler, "interval", "epoch")
-
-    def _prepare_scheduler(self, epochs: int) -> None:
-        interval = self._interval
-        if interval is None or not getattr(self.scheduler, "needs_horizon", False):
-            return
-        total = epochs * (self.steps_per_epoch if interval == "step" else 1)
-        self.scheduler.set_horizon(total)
-        logger.info("scheduler horizon set to %d %ss (epochs=%d)", total, interval, epochs)
-
-    def _step_scheduler_on_epoch(self) -> None:
-        if self._interval != "epoch":
-            return
-        if isinstance(self.scheduler, PLATEAU):
-            monitor = self.config.monitor
-            if self.val_loader is None and monitor.startswith("val_"):
-                monitor = "train_" + monitor[4:]
-            if monitor not in self.logs:
-                raise KeyError(
-                    f"the plateau scheduler monitors '{monitor}', which is not logged; logged "
-                    f"metrics: {', '.join(sorted(self.logs))}"
-                )
-            value = self.logs[monitor]
-            if not math.isnan(value):
-                self.scheduler.step(value)
-        else:
-            self.scheduler.step()
+        monitor = self.config.monitor
+        if self.val_loader is None and monitor.startswith("val_"):
+            monitor = "train_" + monitor[4:]
+        interval = trainer_interval(scheduler, self.config.scheduler_interval)
+        return SchedulerStepper(scheduler, interval, monitor)
 
     # ------------------------------------------------------------------ bookkeeping
     def _record_history(self) -> None:
