@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from nol_fast.checks import as_real
 from nol_fast.optim import AdaBound, FusedAdam, FusedAdamW, PlateauScheduler, WarmupScheduler
 from nol_fast.optim.schedulers import SCHEDULES
 
@@ -51,7 +52,8 @@ def create_optimizer(
         ``foreach=True`` otherwise, unless ``foreach`` or ``fused`` is given), ``adabound``
         or ``amsbound`` (:class:`nol_fast.optim.AdaBound`, the latter with ``amsbound=True``).
     learning_rate, weight_decay
-        Passed as ``lr`` and ``weight_decay``.
+        Passed as ``lr`` and ``weight_decay``: any real number (NumPy scalars too), stored as
+        a Python ``float``; ``learning_rate`` may also be a tensor for capturable optimizers.
     **kwargs
         Further constructor arguments of the optimizer (``betas``, ``eps``, ``momentum``,
         ``nesterov``, ``final_lr``, ``gamma``...).
@@ -77,6 +79,11 @@ def create_optimizer(
     """
     name = _normalise(optimizer_name, OPTIMIZERS, "optimizer")
     cls, fixed = OPTIMIZERS[name]
+    # Plain floats in the param groups keep optimizer state dicts loadable with weights_only;
+    # a tensor lr (for capturable optimizers) is left to the optimizer to check.
+    if not isinstance(learning_rate, Tensor):
+        learning_rate = as_real(learning_rate, "learning_rate", minimum=0)
+    weight_decay = as_real(weight_decay, "weight_decay", minimum=0)
     _check_kwargs(f"optimizer {name!r}", cls, kwargs, exclude={"params", "lr", *fixed})
     # Materialised, so the device check below does not consume generators.
     parameters = [

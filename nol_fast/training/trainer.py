@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nol_fast.checks import as_int
 from nol_fast.data.normalization import DataNormalizer
 from nol_fast.training.batches import to_device, unpack_batch
 from nol_fast.training.callbacks.base import CallbackList, TrainingCallback
@@ -172,8 +173,7 @@ class Trainer:
         ``'epoch_time'`` (and loss components / callback metrics), one entry per epoch of the
         whole run. ``val_*`` entries are NaN for epochs that did not validate.
         """
-        if not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+        epochs = as_int(epochs, "epochs", minimum=1)
         self.callbacks = CallbackList(callbacks)
         self._restore_callback_state()
         self.params = {"epochs": epochs, "steps": _safe_len(self.train_loader)}

@@ -7,6 +7,8 @@ from abc import ABC
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from nol_fast.checks import as_real
+
 if TYPE_CHECKING:
     from nol_fast.training.trainer import Trainer
 
@@ -87,11 +89,9 @@ class MonitorCallback(TrainingCallback):
     def __init__(self, monitor: str = "val_loss", mode: str = "min", min_delta: float = 0.0):
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
-        if min_delta < 0:
-            raise ValueError(f"min_delta must be >= 0, got {min_delta!r}")
         self.monitor = monitor
         self.mode = mode
-        self.min_delta = float(min_delta)
+        self.min_delta = as_real(min_delta, "min_delta", minimum=0)
         self.best = math.inf if mode == "min" else -math.inf
 
     def current_value(self, trainer: Trainer) -> float | None:

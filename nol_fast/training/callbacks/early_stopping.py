@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from nol_fast.checks import as_int
 from nol_fast.training.callbacks.base import MonitorCallback
 
 if TYPE_CHECKING:
@@ -49,9 +50,7 @@ class EarlyStopping(MonitorCallback):
         restore_best_weights: bool = False,
     ):
         super().__init__(monitor=monitor, mode=mode, min_delta=min_delta)
-        if patience < 0:
-            raise ValueError(f"patience must be >= 0, got {patience!r}")
-        self.patience = int(patience)
+        self.patience = as_int(patience, "patience", minimum=0)
         self.restore_best_weights = restore_best_weights
         self.wait = 0
         self.stopped_epoch: int | None = None

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nol_fast.checks import as_int
 from nol_fast.training.callbacks.base import MonitorCallback
 from nol_fast.training.checkpoint import atomic_save
 
@@ -53,12 +54,10 @@ class ModelCheckpoint(MonitorCallback):
         period: int = 1,
     ):
         super().__init__(monitor=monitor, mode=mode)
-        if period < 1:
-            raise ValueError(f"period must be a positive integer, got {period!r}")
         self.filepath = str(filepath)
         self.save_best_only = save_best_only
         self.save_weights_only = save_weights_only
-        self.period = int(period)
+        self.period = as_int(period, "period", minimum=1)
         self.epochs_since_last_save = 0
         self.last_saved: str | None = None
 
