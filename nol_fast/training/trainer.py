@@ -41,6 +41,7 @@ from nol_fast.training.checkpoint import (
 )
 from nol_fast.training.config import TrainingConfig
 from nol_fast.training.evaluation import evaluate_loader
+from nol_fast.training.history import is_validation_metric, record_epoch
 from nol_fast.training.optimizers import create_optimizer
 from nol_fast.training.precision import autocast, autocast_dtype, grad_scaler
 from nol_fast.training.progress import EpochProgress, ensure_log_output, log_epoch
@@ -169,9 +170,10 @@ class Trainer:
 
         Returns
         -------
-        The history: lists keyed ``'train_loss'``, ``'val_loss'``, ``'val_rel_l2'``, ``'lr'``,
-        ``'epoch_time'`` (and loss components / callback metrics), one entry per epoch of the
-        whole run. ``val_*`` entries are NaN for epochs that did not validate.
+        The history: lists keyed ``'train_loss'``, ``'lr'``, ``'epoch_time'`` (and loss
+        components / callback metrics), one entry per epoch of the whole run; ``'val_loss'``,
+        ``'val_rel_l2'`` (and other ``val_*`` metrics), one entry per validated epoch, with
+        those epochs (1-based) in ``'val_epoch'``.
         """
         epochs = as_int(epochs, "epochs", minimum=1)
         self.callbacks = CallbackList(callbacks)
@@ -188,18 +190,20 @@ class Trainer:
             self.callbacks.call("on_epoch_begin", self, epoch)
             start = time.perf_counter()
             train_metrics = self._train_epoch(epoch, epochs)
-            val_metrics = self._validation_metrics(epoch, epochs)
+            val_metrics = self._validation_metrics(epoch, epochs)  # {} if it does not validate
             lr = self.current_lr()
             self.epoch = epoch + 1
             self.logs = {
-                **train_metrics, **val_metrics, "lr": lr,
+                **train_metrics, **(val_metrics or self._unvalidated_metrics()), "lr": lr,
                 "epoch_time": time.perf_counter() - start,
             }
             if self._stepper is not None:
                 self._stepper.after_epoch(self.logs)
-            self._record_history()  # before the callbacks, so checkpoints they write have it
+            # Recorded before the callbacks, so checkpoints they write have it, and again after
+            # them, for metrics they added to the logs.
+            record_epoch(self.history, self.epoch, self.logs, validated=bool(val_metrics))
             self.callbacks.call("on_epoch_end", self, epoch, train_metrics, val_metrics)
-            self._record_history()  # again, for metrics the callbacks added to the logs
+            record_epoch(self.history, self.epoch, self.logs, validated=bool(val_metrics))
             log_epoch(epoch, epochs, self.logs)
             if self.stop_training:
                 break
@@ -428,18 +432,21 @@ class Trainer:
 
     # ------------------------------------------------------------------ validation
     def _validation_metrics(self, epoch: int, epochs: int) -> dict[str, float]:
-        if self.val_loader is None:
-            return {}
+        """The epoch's validation metrics, or ``{}`` when it does not validate."""
         due = (epoch + 1) % self.config.val_frequency == 0 or epoch + 1 == epochs
-        if not due:
-            return {f"val_{k}": math.nan for k in self._last_val_keys()}
+        if self.val_loader is None or not due:
+            return {}
         result = evaluate_loader(self._forward_loss, self.model, self.val_loader, self.device)
         result.pop("n_samples")
         return {f"val_{k}": v for k, v in result.items()}
 
-    def _last_val_keys(self) -> list[str]:
-        keys = [k[4:] for k in self.history if k.startswith("val_")]
-        return keys or ["loss", "rel_l2"]
+    def _unvalidated_metrics(self) -> dict[str, float]:
+        """NaN for each validation metric, logged in epochs that do not validate, so callbacks
+        that monitor one see that this epoch has none rather than that the run logs none."""
+        if self.val_loader is None:
+            return {}
+        keys = [k for k in self.history if is_validation_metric(k)]
+        return dict.fromkeys(keys or ["val_loss", "val_rel_l2"], math.nan)
 
     # ------------------------------------------------------------------ schedulers
     def _scheduler_stepper(self) -> SchedulerStepper | None:
@@ -458,22 +465,6 @@ class Trainer:
         return SchedulerStepper(scheduler, interval, monitor)
 
     # ------------------------------------------------------------------ bookkeeping
-    def _record_history(self) -> None:
-        """Write ``self.logs`` as the current epoch's history entry (idempotent).
-
-        Every column has one entry per epoch: a metric that appears late (a callback added on
-        resume) or skips an epoch is padded with NaN.
-        """
-        n_before = self.epoch - 1
-        for name in list(self.history) + [k for k in self.logs if k not in self.history]:
-            column = self.history.setdefault(name, [])
-            column.extend([math.nan] * (n_before - len(column)))
-            value = float(self.logs.get(name, math.nan))
-            if len(column) == self.epoch:
-                column[-1] = value
-            else:
-                column.append(value)
-
     def _restore_callback_state(self) -> None:
         if not self._pending_callback_state:
             return
