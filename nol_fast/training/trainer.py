@@ -153,6 +153,8 @@ class Trainer:
         # Steps self.scheduler, unless a callback does; set by train().
         self._stepper: SchedulerStepper | None = None
         self._pending_callback_state: dict[str, Any] = {}
+        # Callbacks whose state belongs to this run: those of the last train call.
+        self._run_callbacks: list[TrainingCallback] = []
 
     # ------------------------------------------------------------------ placement
     def place_model(self, model: nn.Module) -> nn.Module:
@@ -168,6 +170,10 @@ class Trainer:
         ``epochs`` counts from the start of the run: a trainer restored from a checkpoint taken
         after epoch k continues with epoch k+1.
 
+        Callbacks reused from another run start afresh (their ``reset_state``); those that
+        continue this run (given to this trainer's previous ``train`` call, or restored from
+        the checkpoint it resumed from) keep their state.
+
         Returns
         -------
         The history: lists keyed ``'train_loss'``, ``'lr'``, ``'epoch_time'`` (and loss
@@ -177,7 +183,8 @@ class Trainer:
         """
         epochs = as_int(epochs, "epochs", minimum=1)
         self.callbacks = CallbackList(callbacks)
-        self._restore_callback_state()
+        self.callbacks.start_run(carried=self._run_callbacks + self._restore_callback_state())
+        self._run_callbacks = list(self.callbacks.callbacks)
         self.params = {"epochs": epochs, "steps": _safe_len(self.train_loader)}
         self._stepper = self._scheduler_stepper()
         if self._stepper is not None:
@@ -314,6 +321,7 @@ class Trainer:
         self.global_batch = state["global_batch"]
         self.history = {k: list(v) for k, v in state["history"].items()}
         self._pending_callback_state = dict(state["callbacks"])
+        self._run_callbacks = []  # the loaded run's callback states are the checkpoint's
         restore_rng_state(state["rng"], generators)
         logger.info("resumed from %s after epoch %d", filepath, self.epoch)
         return state
@@ -465,16 +473,20 @@ class Trainer:
         return SchedulerStepper(scheduler, interval, monitor)
 
     # ------------------------------------------------------------------ bookkeeping
-    def _restore_callback_state(self) -> None:
+    def _restore_callback_state(self) -> list[TrainingCallback]:
+        """Apply checkpointed callback states; returns the callbacks that received one."""
         if not self._pending_callback_state:
-            return
+            return []
         keyed = self.callbacks.keyed()
+        restored = []
         for key, state in self._pending_callback_state.items():
             if key in keyed:
                 keyed[key].load_state_dict(state)
+                restored.append(keyed[key])
             else:
                 logger.warning("no callback matches checkpointed callback state '%s'", key)
         self._pending_callback_state = {}
+        return restored
 
     def _loader_generators(self) -> list[torch.Generator]:
         return loader_generators(self.train_loader, self.val_loader)

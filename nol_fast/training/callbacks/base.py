@@ -35,6 +35,9 @@ class TrainingCallback(ABC):
     The Trainer skips per-batch dispatch entirely when no callback overrides a batch hook.
     Callbacks that keep state override :meth:`state_dict` and :meth:`load_state_dict`; the
     Trainer stores that state in its checkpoints so a resumed run continues where it stopped.
+    They also override :meth:`reset_state`, which the Trainer calls at the start of a new run,
+    so that an instance reused for another run starts afresh (Keras callbacks reset in
+    ``on_train_begin`` for the same reason).
     """
 
     def on_train_begin(self, trainer: Trainer) -> None:
@@ -68,6 +71,15 @@ class TrainingCallback(ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
 
+    def reset_state(self) -> None:
+        """Forget the state of an earlier run.
+
+        Called at the start of ``Trainer.train``, before ``on_train_begin``, unless the call
+        continues the run this callback's state belongs to: the callback took part in the
+        trainer's previous ``train`` call, or its state was restored from the checkpoint the
+        trainer resumed from.
+        """
+
     def overrides(self, hook: str) -> bool:
         """Whether this callback's class overrides ``hook`` (lets the loop skip no-op hooks)."""
         return getattr(type(self), hook) is not getattr(TrainingCallback, hook)
@@ -92,7 +104,12 @@ class MonitorCallback(TrainingCallback):
         self.monitor = monitor
         self.mode = mode
         self.min_delta = as_real(min_delta, "min_delta", minimum=0)
-        self.best = math.inf if mode == "min" else -math.inf
+        self.best = self.initial_best
+
+    @property
+    def initial_best(self) -> float:
+        """The best value before any epoch: ``inf`` in ``'min'`` mode, ``-inf`` in ``'max'``."""
+        return math.inf if self.mode == "min" else -math.inf
 
     def current_value(self, trainer: Trainer) -> float | None:
         """The monitored value of this epoch, or ``None`` when the epoch did not produce it.
@@ -107,6 +124,9 @@ class MonitorCallback(TrainingCallback):
             )
         value = logs[self.monitor]
         return None if math.isnan(value) else float(value)
+
+    def reset_state(self) -> None:
+        self.best = self.initial_best
 
     def is_improvement(self, value: float) -> bool:
         if self.mode == "min":
@@ -138,6 +158,12 @@ class CallbackList:
         for callback in self.callbacks:
             if callback.overrides(hook):
                 getattr(callback, hook)(*args)
+
+    def start_run(self, carried: Iterable[TrainingCallback]) -> None:
+        """Reset the state of every callback except those ``carried`` over from this run."""
+        for callback in self.callbacks:
+            if not any(callback is other for other in carried):
+                callback.reset_state()
 
     def keyed(self) -> dict[str, TrainingCallback]:
         """Callbacks keyed by position and class, the key their checkpointed state uses."""

@@ -21,7 +21,9 @@ class EarlyStopping(MonitorCallback):
 
     An epoch improves when it beats the best value so far by more than ``min_delta``. Epochs
     that do not produce the metric (no validation that epoch) are not counted. With a constant
-    loss, ``1 + patience`` epochs run.
+    loss, ``1 + patience`` epochs run. An instance reused for a new run starts afresh; one that
+    continues its run (a resumed checkpoint, or the same trainer training on) keeps its best
+    value and its count of epochs without improvement.
 
     Parameters
     ----------
@@ -52,6 +54,10 @@ class EarlyStopping(MonitorCallback):
         super().__init__(monitor=monitor, mode=mode, min_delta=min_delta)
         self.patience = as_int(patience, "patience", minimum=0)
         self.restore_best_weights = restore_best_weights
+        self.reset_state()
+
+    def reset_state(self) -> None:
+        super().reset_state()
         self.wait = 0
         self.stopped_epoch: int | None = None
         self.best_epoch: int | None = None

@@ -48,6 +48,9 @@ class MemoryProfiler(TrainingCallback):
         self.device: torch.device | None = None
         self.epoch_peaks_gb: list[float] = []
 
+    def reset_state(self) -> None:
+        self.epoch_peaks_gb = []
+
     def _is_cuda(self) -> bool:
         return self.device is not None and self.device.type == "cuda"
 

@@ -35,7 +35,9 @@ class ModelCheckpoint(MonitorCallback):
     period
         Consider saving every ``period`` epochs.
 
-    Every write is atomic: a crash mid-write leaves the previous file intact.
+    Every write is atomic: a crash mid-write leaves the previous file intact. An instance reused
+    for a new run starts afresh (no best value, a new period); one that continues its run keeps
+    both.
 
     Examples
     --------
@@ -58,6 +60,10 @@ class ModelCheckpoint(MonitorCallback):
         self.save_best_only = save_best_only
         self.save_weights_only = save_weights_only
         self.period = as_int(period, "period", minimum=1)
+        self.reset_state()
+
+    def reset_state(self) -> None:
+        super().reset_state()
         self.epochs_since_last_save = 0
         self.last_saved: str | None = None
 

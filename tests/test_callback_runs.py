@@ -1,0 +1,82 @@
+"""Callbacks across runs and at their edges: reuse, continuation, ModelCheckpoint's period,
+hooks assigned on instances and MemoryProfiler's summary type.
+
+Expected sequences are worked out by hand from Keras's rules (EarlyStopping and ModelCheckpoint
+of Keras 2/3: state reset for a new run, the period counter restarting at every boundary).
+"""
+
+from __future__ import annotations
+
+import torch
+from test_callbacks import ScriptedLoss, make_trainer
+
+from nol_fast.training.callbacks import (
+    EarlyStopping,
+    MetricsTracker,
+    ModelCheckpoint,
+)
+
+
+# ---------------------------------------------------------------- reuse and continuation
+def test_early_stopping_reused_for_a_new_run_starts_afresh(loaders):
+    stopper = EarlyStopping(patience=2)
+    first = make_trainer(loaders).train(5, callbacks=[ScriptedLoss([0.1, 0.2, 0.3]), stopper])
+    assert len(first["train_loss"]) == 3  # 0.1 is best, then two epochs without improvement
+
+    # A new run improves every epoch; with run 1's best (0.1) it would stop after 2 epochs.
+    second = make_trainer(loaders).train(
+        5, callbacks=[ScriptedLoss([5.0, 4.0, 3.0, 2.0, 1.0]), stopper]
+    )
+    assert len(second["train_loss"]) == 5
+    assert (stopper.best, stopper.best_epoch, stopper.wait, stopper.stopped_epoch) == (
+        1.0, 4, 0, None)
+
+
+def test_model_checkpoint_reused_for_a_new_run_saves_its_best(loaders, tmp_path):
+    path = tmp_path / "best.pt"
+    checkpoint = ModelCheckpoint(str(path), save_best_only=True)
+    make_trainer(loaders).train(2, callbacks=[ScriptedLoss([1.0, 2.0]), checkpoint])
+    assert torch.load(path, weights_only=True)["epoch"] == 1
+    path.unlink()
+
+    make_trainer(loaders).train(2, callbacks=[ScriptedLoss([5.0, 4.0]), checkpoint])
+    assert torch.load(path, weights_only=True)["epoch"] == 2  # 4.0 is run 2's best
+    assert checkpoint.best == 4.0
+
+
+def test_metrics_tracker_reused_for_a_new_run_records_only_that_run(loaders):
+    tracker = MetricsTracker()
+    make_trainer(loaders).train(2, callbacks=[tracker])
+    history = make_trainer(loaders).train(3, callbacks=[tracker])
+    assert tracker.get_metric_history("train_loss") == history["train_loss"]
+
+
+def test_the_same_trainer_training_on_keeps_the_callbacks_state(loaders):
+    values = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    trainer = make_trainer(loaders)
+    stopper, tracker = EarlyStopping(patience=3), MetricsTracker()
+    trainer.train(3, callbacks=[ScriptedLoss(values), stopper, tracker])
+    history = trainer.train(6, callbacks=[ScriptedLoss(values), stopper, tracker])
+    # Continuing: best 1.0 from epoch 1, so epoch 4 is the third without improvement.
+    assert len(history["train_loss"]) == 4 and stopper.stopped_epoch == 3
+    assert tracker.get_metric_history("val_loss") == values[:4]
+
+
+def test_a_resumed_run_keeps_restored_state_and_resets_the_rest(loaders, tmp_path):
+    values = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    first = make_trainer(loaders)
+    first.train(3, callbacks=[ScriptedLoss(values), EarlyStopping(patience=3)])
+    first.save_checkpoint(str(tmp_path / "ckpt.pt"))
+
+    # Reused from an unrelated run: holds best 0.5, which no epoch here beats.
+    stale = EarlyStopping(patience=1)
+    make_trainer(loaders).train(2, callbacks=[ScriptedLoss([0.5, 0.5]), stale])
+    assert stale.best == 0.5
+
+    resumed = make_trainer(loaders)
+    resumed.load_checkpoint(str(tmp_path / "ckpt.pt"))
+    restored = EarlyStopping(patience=3)
+    history = resumed.train(6, callbacks=[ScriptedLoss(values), restored, stale])
+    assert len(history["train_loss"]) == 4  # the restored stopper stops, as uninterrupted
+    assert restored.best == 1.0
+    assert stale.best == 4.0  # it had no checkpointed state, so it started afresh
