@@ -7,6 +7,7 @@ of Keras 2/3: state reset for a new run, the period counter restarting at every 
 
 from __future__ import annotations
 
+import pytest
 import torch
 from test_callbacks import ScriptedLoss, make_trainer
 
@@ -80,3 +81,19 @@ def test_a_resumed_run_keeps_restored_state_and_resets_the_rest(loaders, tmp_pat
     assert len(history["train_loss"]) == 4  # the restored stopper stops, as uninterrupted
     assert restored.best == 1.0
     assert stale.best == 4.0  # it had no checkpointed state, so it started afresh
+
+
+# ---------------------------------------------------------------- ModelCheckpoint period
+@pytest.mark.parametrize("values, period, saved", [
+    ([9, 9, 5, 9, 9, 9, 4, 9, 9], 3, [3]),  # epoch 7 improves between boundaries: not saved
+    ([9, 9, 5, 9, 9, 4, 9, 9, 3], 3, [3, 6, 9]),
+    ([5, 4, 3, 2], 2, [2, 4]),
+    ([3, 4, 2, 5, 1], 1, [1, 3, 5]),
+])
+def test_model_checkpoint_period_with_save_best_only_follows_keras(
+    loaders, tmp_path, values, period, saved
+):
+    checkpoint = ModelCheckpoint(str(tmp_path / "m_{epoch}.pt"), save_best_only=True,
+                                 period=period)
+    make_trainer(loaders).train(len(values), callbacks=[ScriptedLoss(values), checkpoint])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"m_{e}.pt" for e in saved)

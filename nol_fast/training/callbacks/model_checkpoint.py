@@ -33,7 +33,9 @@ class ModelCheckpoint(MonitorCallback):
         Save a plain ``model.state_dict()``; otherwise a full checkpoint that
         ``Trainer.load_checkpoint`` reads (model, optimizer, scheduler, history, RNG, ...).
     period
-        Consider saving every ``period`` epochs.
+        Consider saving at the end of every ``period``-th epoch only. With ``save_best_only``
+        the value is compared at those epochs alone: an epoch that improves between them is
+        not saved (Keras's ``period``).
 
     Every write is atomic: a crash mid-write leaves the previous file intact. An instance reused
     for a new run starts afresh (no best value, a new period); one that continues its run keeps
@@ -81,13 +83,14 @@ class ModelCheckpoint(MonitorCallback):
         self.epochs_since_last_save += 1
         if self.epochs_since_last_save < self.period:
             return
+        # Every period boundary starts a new period, whether or not it saves (Keras's rule).
+        self.epochs_since_last_save = 0
         if self.save_best_only:
             value = self.current_value(trainer)
             if value is None or not self.is_improvement(value):
                 return
             logger.debug("%s improved from %.6g to %.6g", self.monitor, self.best, value)
             self.best = value
-        self.epochs_since_last_save = 0
         self._save(trainer, self.format_path(epoch, trainer.logs))
 
     def _save(self, trainer: Trainer, path: str) -> None:
