@@ -13,8 +13,11 @@ from test_callbacks import ScriptedLoss, make_trainer
 
 from nol_fast.training.callbacks import (
     EarlyStopping,
+    MemoryProfiler,
     MetricsTracker,
     ModelCheckpoint,
+    TensorBoardLogger,
+    TrainingCallback,
 )
 
 
@@ -97,3 +100,44 @@ def test_model_checkpoint_period_with_save_best_only_follows_keras(
                                  period=period)
     make_trainer(loaders).train(len(values), callbacks=[ScriptedLoss(values), checkpoint])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"m_{e}.pt" for e in saved)
+
+
+# ---------------------------------------------------------------- hooks on instances
+def test_hooks_assigned_on_instances_are_called(loaders, tmp_path):
+    calls = []
+    callback = TrainingCallback()
+    callback.on_epoch_end = lambda trainer, epoch, train, val: calls.append(("epoch", epoch))
+    callback.on_batch_end = lambda trainer, batch_idx, metrics: calls.append(("batch", batch_idx))
+    # A callback whose class would skip batch dispatch (log_frequency=0) still gets its
+    # instance hook.
+    logger = TensorBoardLogger(str(tmp_path), log_frequency=0)
+    logger.on_batch_end = lambda trainer, batch_idx, metrics: calls.append(("tb", batch_idx))
+
+    trainer = make_trainer(loaders)
+    trainer.train(2, callbacks=[callback, logger])
+    n = len(trainer.train_loader)
+    per_epoch = [c for i in range(n) for c in (("batch", i), ("tb", i))]
+    assert calls == [*per_epoch, ("epoch", 0), *per_epoch, ("epoch", 1)]
+    assert trainer.callbacks.wants_batch_hooks
+
+
+# ---------------------------------------------------------------- MemoryProfiler
+def test_memory_summary_holds_only_floats(loaders):
+    profiler = MemoryProfiler()
+    make_trainer(loaders).train(2, callbacks=[profiler])
+    summary = profiler.get_memory_summary()
+    assert set(summary) == {"peak_memory_gb", "current_memory_gb"}
+    assert all(type(value) is float for value in summary.values())
+    assert len(profiler.epoch_peaks_gb) == 2 and profiler.device == torch.device("cpu")
+
+
+def test_memory_summary_on_cuda_holds_only_floats(monkeypatch):
+    """The CUDA branch, with the allocator's counters replaced by known byte counts."""
+    counters = {"max_memory_allocated": 3 * 2**30, "memory_allocated": 2**30,
+                "max_memory_reserved": 4 * 2**30}
+    for name, value in counters.items():
+        monkeypatch.setattr(torch.cuda, name, lambda device=None, value=value: value)
+    profiler = MemoryProfiler()
+    profiler.device = torch.device("cuda", 0)
+    assert profiler.get_memory_summary() == {
+        "peak_memory_gb": 3.0, "current_memory_gb": 1.0, "reserved_memory_gb": 4.0}

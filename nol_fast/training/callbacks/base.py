@@ -32,7 +32,10 @@ class TrainingCallback(ABC):
       on the training device; reading it (``float()``) synchronises with the device, so do it
       only every few batches.
 
-    The Trainer skips per-batch dispatch entirely when no callback overrides a batch hook.
+    A hook may also be assigned on an instance (``callback.on_epoch_end = fn``); ``fn`` then
+    receives the hook's arguments without ``self``. The Trainer skips per-batch dispatch entirely
+    when no callback overrides or assigns a batch hook.
+
     Callbacks that keep state override :meth:`state_dict` and :meth:`load_state_dict`; the
     Trainer stores that state in its checkpoints so a resumed run continues where it stopped.
     They also override :meth:`reset_state`, which the Trainer calls at the start of a new run,
@@ -141,7 +144,11 @@ class MonitorCallback(TrainingCallback):
 
 
 class CallbackList:
-    """Dispatches hooks to callbacks; per-batch hooks only when some callback overrides them."""
+    """Dispatches hooks to callbacks; per-batch hooks only when some callback implements them.
+
+    A callback implements a hook when its class overrides it or the hook was assigned on the
+    instance.
+    """
 
     def __init__(self, callbacks: Iterable[TrainingCallback] | None):
         self.callbacks = list(callbacks or [])
@@ -151,12 +158,12 @@ class CallbackList:
                     f"callbacks must be TrainingCallback instances, got {type(callback).__name__}"
                 )
         self.wants_batch_hooks = any(
-            cb.overrides(hook) for cb in self.callbacks for hook in BATCH_HOOKS
+            _implements(cb, hook) for cb in self.callbacks for hook in BATCH_HOOKS
         )
 
     def call(self, hook: str, *args: Any) -> None:
         for callback in self.callbacks:
-            if callback.overrides(hook):
+            if _implements(callback, hook):
                 getattr(callback, hook)(*args)
 
     def start_run(self, carried: Iterable[TrainingCallback]) -> None:
@@ -168,3 +175,8 @@ class CallbackList:
     def keyed(self) -> dict[str, TrainingCallback]:
         """Callbacks keyed by position and class, the key their checkpointed state uses."""
         return {f"{i}:{type(cb).__name__}": cb for i, cb in enumerate(self.callbacks)}
+
+
+def _implements(callback: TrainingCallback, hook: str) -> bool:
+    """Whether ``hook`` is assigned on the instance or overridden by its class."""
+    return hook in vars(callback) or callback.overrides(hook)
