@@ -71,3 +71,35 @@ def test_report_plots_validation_losses_at_their_epochs():
     assert lines["train_loss"] == ([1, 2, 3, 4], [4.0, 3.0, 2.0, 1.0])
     assert lines["val_loss"] == ([2, 4], [3.5, 1.5])
     assert lines["val_rel_l2"] == ([2, 4], [0.5, 0.2])
+
+
+def test_a_checkpoint_with_the_earlier_nan_padded_history_resumes_in_the_new_layout(
+    loaders, tmp_path
+):
+    train, val = loaders
+    config = TrainingConfig(mixed_precision=False, val_frequency=2)
+
+    def make():
+        model = TinyNet()
+        return Trainer(model, train, val, torch.optim.Adam(model.parameters()), config=config)
+
+    first = make()
+    first.train(3)  # validates after epochs 2 and 3 (the last)
+    path = tmp_path / "ckpt.pt"
+    first.save_checkpoint(str(path))
+    # rewrite its history as checkpoints stored it before: one entry per epoch, NaN-padded
+    state = torch.load(path, weights_only=True)
+    history = state["history"]
+    validated = history.pop("val_epoch")
+    for name in ("val_loss", "val_rel_l2"):
+        by_epoch = dict(zip(validated, history[name], strict=True))
+        history[name] = [by_epoch.get(epoch, math.nan) for epoch in (1, 2, 3)]
+    torch.save(state, path)
+
+    resumed = make()
+    resumed.load_checkpoint(str(path))
+    assert resumed.history == first.history
+    history = resumed.train(4)
+    assert history["val_epoch"] == [2, 3, 4]
+    assert len(history["val_loss"]) == len(history["val_rel_l2"]) == 3
+    assert history["val_loss"][:2] == first.history["val_loss"]

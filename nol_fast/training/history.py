@@ -52,6 +52,37 @@ def record_epoch(
         _put(history.setdefault(name, []), rows[is_val], float(logs.get(name, math.nan)))
 
 
+def upgrade_history(history: Mapping[str, list[float]]) -> dict[str, list[float]]:
+    """A copy of a checkpoint's history, in the layout :func:`record_epoch` writes.
+
+    Checkpoints written before validation columns held validated epochs only have one entry per
+    epoch in every column, NaN where an epoch did not validate. Their validation columns are cut
+    down to the validated epochs (those with any validation value) and ``val_epoch`` is added, so
+    a run resumed from such a checkpoint goes on in one layout.
+
+    Examples
+    --------
+    >>> nan = math.nan
+    >>> upgrade_history({"train_loss": [3.0, 2.0, 1.0], "val_loss": [nan, 2.5, 1.5]})
+    {'train_loss': [3.0, 2.0, 1.0], 'val_loss': [2.5, 1.5], 'val_epoch': [2, 3]}
+    """
+    history = {name: list(values) for name, values in history.items()}
+    val_names = [name for name in history if is_validation_metric(name)]
+    if VAL_EPOCH in history or not val_names:
+        return history
+    n_epochs = max(len(history[name]) for name in val_names)
+    rows = [
+        row for row in range(n_epochs)
+        if any(row < len(history[name]) and not math.isnan(history[name][row])
+               for name in val_names)
+    ]
+    for name in val_names:
+        column = history[name]
+        history[name] = [column[row] if row < len(column) else math.nan for row in rows]
+    history[VAL_EPOCH] = [row + 1 for row in rows]
+    return history
+
+
 def _put(column: list[float], row: int, value: float) -> None:
     """Set ``column[row]``, padding the rows before it with NaN."""
     column.extend([math.nan] * (row - len(column)))

@@ -41,7 +41,7 @@ from nol_fast.training.checkpoint import (
 )
 from nol_fast.training.config import TrainingConfig
 from nol_fast.training.evaluation import evaluate_loader
-from nol_fast.training.history import is_validation_metric, record_epoch
+from nol_fast.training.history import is_validation_metric, record_epoch, upgrade_history
 from nol_fast.training.optimizers import create_optimizer
 from nol_fast.training.precision import autocast, autocast_dtype, grad_scaler
 from nol_fast.training.progress import EpochProgress, ensure_log_output, log_epoch
@@ -319,7 +319,7 @@ class Trainer:
         self.epoch = state["epoch"]
         self.global_step = state["global_step"]
         self.global_batch = state["global_batch"]
-        self.history = {k: list(v) for k, v in state["history"].items()}
+        self.history = upgrade_history(state["history"])
         self._pending_callback_state = dict(state["callbacks"])
         self._run_callbacks = []  # the loaded run's callback states are the checkpoint's
         restore_rng_state(state["rng"], generators)
