@@ -39,7 +39,7 @@ class TrainingCallback(ABC):
     Callbacks that keep state override :meth:`state_dict` and :meth:`load_state_dict`; the
     Trainer stores that state in its checkpoints so a resumed run continues where it stopped.
     They also override :meth:`reset_state`, which the Trainer calls at the start of a new run,
-    so that an instance reused for another run starts afresh (Keras callbacks reset in
+    so that an instance reused for another run starts afresh (Keras's EarlyStopping resets in
     ``on_train_begin`` for the same reason).
     """
 
