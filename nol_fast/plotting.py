@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from nol_fast.training.history import VAL_EPOCH, is_validation_metric
+
 
 def plot_training_report(
     history: dict[str, list[float]],
@@ -21,7 +23,8 @@ def plot_training_report(
     Parameters
     ----------
     history
-        ``Trainer.train``'s history (``train_loss``, ``val_loss``, optionally ``val_rel_l2``).
+        ``Trainer.train``'s history (``train_loss``, optionally ``val_loss``, ``val_rel_l2``
+        and ``val_epoch``).
     inputs, target, prediction
         One sample, ``(channels, *grid)`` with a 1-D or 2-D grid; the first channel is shown.
     path
@@ -70,7 +73,9 @@ def _plot_losses(ax, history: dict[str, list[float]]) -> None:
         values = history.get(name)
         if not values:
             continue
-        points = [(i + 1, v) for i, v in enumerate(values) if not math.isnan(v)]
+        # Validation metrics have one entry per validated epoch, listed in 'val_epoch'.
+        epochs = history[VAL_EPOCH] if is_validation_metric(name) else range(1, len(values) + 1)
+        points = [(e, v) for e, v in zip(epochs, values, strict=True) if not math.isnan(v)]
         if points:
             epochs, ys = zip(*points, strict=True)
             ax.plot(epochs, ys, marker="." if len(points) < 30 else None, label=name)

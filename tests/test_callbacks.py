@@ -216,10 +216,10 @@ def test_memory_profiler_reports_process_peak_rss_on_cpu(loaders):
     history = trainer.train(2, callbacks=[profiler])
     summary = profiler.get_memory_summary()
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    assert summary["device"] == "cpu"
+    assert profiler.device == torch.device("cpu")
     assert summary["peak_memory_gb"] == pytest.approx(peak_kib / 1024**2, rel=0.05)
     assert 0 < summary["current_memory_gb"] <= summary["peak_memory_gb"] * 1.01
-    assert history["peak_memory_gb"] == summary["epoch_peak_memory_gb"]
+    assert history["peak_memory_gb"] == profiler.epoch_peaks_gb
 
 
 # ---------------------------------------------------------------- TensorBoardLogger

@@ -40,11 +40,11 @@ class RunResult:
 
     @property
     def best_val_rel_l2(self) -> float:
-        return min(v for v in self.history["val_rel_l2"] if v == v)
+        return min(self.history["val_rel_l2"])
 
     @property
     def final_val_rel_l2(self) -> float:
-        return [v for v in self.history["val_rel_l2"] if v == v][-1]
+        return self.history["val_rel_l2"][-1]
 
 
 def resolve_device(name: str | None) -> torch.device:

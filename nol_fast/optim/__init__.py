@@ -9,6 +9,7 @@ AMSBound through ``amsbound=True``) complements ``torch.optim`` and steps throug
 
 from nol_fast.optim.adabound import AdaBound
 from nol_fast.optim.adam import FusedAdam, FusedAdamW
-from nol_fast.optim.schedulers import PlateauScheduler, WarmupScheduler
+from nol_fast.optim.plateau import PlateauScheduler
+from nol_fast.optim.schedulers import WarmupScheduler
 
 __all__ = ["AdaBound", "FusedAdam", "FusedAdamW", "PlateauScheduler", "WarmupScheduler"]

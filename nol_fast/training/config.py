@@ -6,13 +6,20 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from nol_fast.checks import as_int, as_real
+
+POSITIVE_INTS = ("epochs", "batch_size", "gradient_accumulation_steps", "val_frequency",
+                 "sync_frequency", "save_frequency")
+
 
 @dataclass
 class TrainingConfig:
     """Training hyper-parameters.
 
     The first thirteen fields and their defaults are those of the Training API; the rest are
-    extensions with defaults that keep the API's behaviour.
+    extensions with defaults that keep the API's behaviour. Integer fields take any integer type
+    (``numpy.int64`` too) and real fields any real type; both are stored as plain Python numbers.
+    Invalid values raise a ``ValueError`` naming the field.
 
     Attributes
     ----------
@@ -72,18 +79,18 @@ class TrainingConfig:
     loss: str = "mse"
 
     def __post_init__(self) -> None:
-        positive = ("epochs", "batch_size", "gradient_accumulation_steps", "val_frequency",
-                    "sync_frequency", "save_frequency")
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps!r}")
-        if self.gradient_clipping is not None and self.gradient_clipping < 0:
-            raise ValueError(
-                f"gradient_clipping must be >= 0 or None, got {self.gradient_clipping!r}"
-            )
+        # Any integer or real type is accepted and stored as a plain int or float (see
+        # nol_fast.checks), so the config saves to YAML and to weights-only checkpoints.
+        for name in POSITIVE_INTS:
+            setattr(self, name, as_int(getattr(self, name), name, minimum=1))
+        for name in ("warmup_steps", "early_stopping_patience"):
+            setattr(self, name, as_int(getattr(self, name), name, minimum=0))
+        if self.seed is not None:
+            self.seed = as_int(self.seed, "seed", minimum=0)
+        for name in ("learning_rate", "weight_decay"):
+            setattr(self, name, as_real(getattr(self, name), name, minimum=0))
+        if self.gradient_clipping is not None:
+            self.gradient_clipping = as_real(self.gradient_clipping, "gradient_clipping", 0)
         if self.loss not in ("mse", "rel_l2"):
             raise ValueError(f"loss must be one of: mse, rel_l2; got {self.loss!r}")
         if self.scheduler_interval not in ("auto", "step", "epoch"):

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from nol_fast.checks import as_real
 from nol_fast.optim import AdaBound, FusedAdam, FusedAdamW, PlateauScheduler, WarmupScheduler
 from nol_fast.optim.schedulers import SCHEDULES
 
@@ -51,7 +52,8 @@ def create_optimizer(
         ``foreach=True`` otherwise, unless ``foreach`` or ``fused`` is given), ``adabound``
         or ``amsbound`` (:class:`nol_fast.optim.AdaBound`, the latter with ``amsbound=True``).
     learning_rate, weight_decay
-        Passed as ``lr`` and ``weight_decay``.
+        Passed as ``lr`` and ``weight_decay``: any real number (NumPy scalars too), stored as
+        a Python ``float``; ``learning_rate`` may also be a tensor for capturable optimizers.
     **kwargs
         Further constructor arguments of the optimizer (``betas``, ``eps``, ``momentum``,
         ``nesterov``, ``final_lr``, ``gamma``...).
@@ -77,6 +79,11 @@ def create_optimizer(
     """
     name = _normalise(optimizer_name, OPTIMIZERS, "optimizer")
     cls, fixed = OPTIMIZERS[name]
+    # Plain floats in the param groups keep optimizer state dicts loadable with weights_only;
+    # a tensor lr (for capturable optimizers) is left to the optimizer to check.
+    if not isinstance(learning_rate, Tensor):
+        learning_rate = as_real(learning_rate, "learning_rate", minimum=0)
+    weight_decay = as_real(weight_decay, "weight_decay", minimum=0)
     _check_kwargs(f"optimizer {name!r}", cls, kwargs, exclude={"params", "lr", *fixed})
     # Materialised, so the device check below does not consume generators.
     parameters = [
@@ -128,22 +135,26 @@ def create_scheduler(
         Case-insensitive: ``cosine`` (``T_max``, ``eta_min``), ``cosine_restarts`` (``T_0``,
         ``T_mult``, ``eta_min``), ``linear`` (``T_max`` or its alias ``total_steps``,
         ``end_factor``), ``step`` (``step_size``, ``gamma``), ``exponential`` (``gamma``),
-        ``constant``: a :class:`~nol_fast.optim.WarmupScheduler`; or ``plateau``
+        ``constant``, ``onecycle`` (``T_max``, ``pct_start``, ``div_factor``,
+        ``final_div_factor``): a :class:`~nol_fast.optim.WarmupScheduler`; or ``plateau``
         (the arguments of ``torch.optim.lr_scheduler.ReduceLROnPlateau``): a
         :class:`~nol_fast.optim.PlateauScheduler`.
     warmup_steps
-        Linear warm-up length in units of ``interval``; must be 0 for ``plateau``.
+        Linear warm-up length in units of ``interval``; for ``plateau``, in optimizer steps.
     interval
         ``'step'`` or ``'epoch'``: what one scheduler step stands for. Defaults to ``'step'``
-        for the warm-up schedulers; ``plateau`` only takes ``'epoch'``.
+        for the warm-up schedulers; ``plateau`` only takes ``'epoch'`` (its decisions).
     **kwargs
-        The schedule's options.
+        The schedule's options. Every option that depends on the run's length (``T_max``,
+        ``T_0``, ``step_size``, ``gamma`` of ``exponential``) may be left out: the Trainer
+        fills it from the run before the first step, so the scheduler a config names works
+        without options.
 
     Returns
     -------
     WarmupScheduler or PlateauScheduler
-        Both have ``interval`` and ``needs_horizon``; a cosine or linear schedule built without
-        ``T_max`` needs ``set_horizon(total_steps)`` before its first step.
+        Both have ``interval`` and ``needs_horizon``; a schedule built without its
+        run-length option needs ``set_horizon(total_steps)`` before its first step.
 
     Examples
     --------
@@ -155,15 +166,15 @@ def create_scheduler(
     """
     name = _normalise(scheduler_name, SCHEDULERS, "scheduler")
     if name == "plateau":
-        if warmup_steps:
-            raise ValueError(
-                f"scheduler 'plateau' takes no warm-up; got warmup_steps={warmup_steps!r}, "
-                "expected 0"
-            )
         if interval not in (None, "epoch"):
-            raise ValueError(f"scheduler 'plateau' steps once per epoch; got interval={interval!r}")
-        _check_kwargs("scheduler 'plateau'", PlateauScheduler, kwargs, exclude={"optimizer"})
-        return PlateauScheduler(optimizer, **kwargs)
+            raise ValueError(
+                f"scheduler 'plateau' decides once per epoch (its warm-up counts optimizer "
+                f"steps); got interval={interval!r}"
+            )
+        _check_kwargs(
+            "scheduler 'plateau'", PlateauScheduler, kwargs, exclude={"optimizer", "warmup_steps"}
+        )
+        return PlateauScheduler(optimizer, warmup_steps, **kwargs)
     if name == "linear" and "total_steps" in kwargs:
         if "T_max" in kwargs:
             raise TypeError("scheduler 'linear': give T_max or its alias total_steps, not both")

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nol_fast.checks import as_int
 from nol_fast.data.normalization import DataNormalizer
 from nol_fast.training.batches import to_device, unpack_batch
 from nol_fast.training.callbacks.base import CallbackList, TrainingCallback
@@ -40,13 +41,13 @@ from nol_fast.training.checkpoint import (
 )
 from nol_fast.training.config import TrainingConfig
 from nol_fast.training.evaluation import evaluate_loader
+from nol_fast.training.history import is_validation_metric, record_epoch, upgrade_history
 from nol_fast.training.optimizers import create_optimizer
 from nol_fast.training.precision import autocast, autocast_dtype, grad_scaler
 from nol_fast.training.progress import EpochProgress, ensure_log_output, log_epoch
+from nol_fast.training.scheduling import SchedulerStepper, trainer_interval
 
 logger = logging.getLogger(__name__)
-
-PLATEAU = torch.optim.lr_scheduler.ReduceLROnPlateau
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -80,9 +81,11 @@ class Trainer:
     scheduler
         Optional learning-rate scheduler. Schedulers from ``create_scheduler`` step per optimizer
         step (or per epoch when created with ``interval='epoch'``); other schedulers step per
-        epoch, and ``ReduceLROnPlateau`` per validation with ``config.monitor``. A scheduler
-        created without its horizon (``'cosine'`` without ``T_max``) gets
-        ``epochs × optimizer steps per epoch`` when training starts.
+        epoch, and ``ReduceLROnPlateau`` per validation with ``config.monitor`` (a
+        ``PlateauScheduler`` warms up per optimizer step first). A scheduler created without
+        its run-length option (``'cosine'`` without ``T_max``, ``'step'`` without
+        ``step_size``...) gets ``epochs × optimizer steps per epoch`` as its horizon when
+        training starts. See :mod:`nol_fast.training.scheduling`.
     loss_fn
         ``loss_fn(pred, target)`` returning a scalar tensor; default MSE. A loss whose
         signature has an ``inputs`` parameter also receives the batch inputs. If the loss
@@ -147,11 +150,15 @@ class Trainer:
         self.history: dict[str, list[float]] = {}
         # Set during training, read by callbacks.
         self.logs: dict[str, float] = {}
+        self.params: dict[str, Any] = {}  # of the current train call: 'epochs', 'steps'
         self.stop_training = False
         self.took_optimizer_step = False
         self.callbacks = CallbackList(None)
-        self._interval: str | None = None  # when the scheduler steps; set by train()
+        # Steps self.scheduler, unless a callback does; set by train().
+        self._stepper: SchedulerStepper | None = None
         self._pending_callback_state: dict[str, Any] = {}
+        # Callbacks whose state belongs to this run: those of the last train call.
+        self._run_callbacks: list[TrainingCallback] = []
 
     # ------------------------------------------------------------------ placement
     def place_model(self, model: nn.Module) -> nn.Module:
@@ -167,18 +174,25 @@ class Trainer:
         ``epochs`` counts from the start of the run: a trainer restored from a checkpoint taken
         after epoch k continues with epoch k+1.
 
+        Callbacks reused from another run start afresh (their ``reset_state``); those that
+        continue this run (given to this trainer's previous ``train`` call, or restored from
+        the checkpoint it resumed from) keep their state.
+
         Returns
         -------
-        The history: lists keyed ``'train_loss'``, ``'val_loss'``, ``'val_rel_l2'``, ``'lr'``,
-        ``'epoch_time'`` (and loss components / callback metrics), one entry per epoch of the
-        whole run. ``val_*`` entries are NaN for epochs that did not validate.
+        The history: lists keyed ``'train_loss'``, ``'lr'``, ``'epoch_time'`` (and loss
+        components / callback metrics), one entry per epoch of the whole run; ``'val_loss'``,
+        ``'val_rel_l2'`` (and other ``val_*`` metrics), one entry per validated epoch, with
+        those epochs (1-based) in ``'val_epoch'``.
         """
-        if not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+        epochs = as_int(epochs, "epochs", minimum=1)
         self.callbacks = CallbackList(callbacks)
-        self._restore_callback_state()
-        self._interval = self._scheduler_interval()
-        self._prepare_scheduler(epochs)
+        self.callbacks.start_run(carried=self._run_callbacks + self._restore_callback_state())
+        self._run_callbacks = list(self.callbacks.callbacks)
+        self.params = {"epochs": epochs, "steps": _safe_len(self.train_loader)}
+        self._stepper = self._scheduler_stepper()
+        if self._stepper is not None:
+            self._stepper.fill_horizon(epochs, lambda: self.steps_per_epoch)
         self.stop_training = False
         if self.epoch >= epochs:
             logger.info("already trained for %d epochs; nothing to do", self.epoch)
@@ -187,17 +201,20 @@ class Trainer:
             self.callbacks.call("on_epoch_begin", self, epoch)
             start = time.perf_counter()
             train_metrics = self._train_epoch(epoch, epochs)
-            val_metrics = self._validation_metrics(epoch, epochs)
+            val_metrics = self._validation_metrics(epoch, epochs)  # {} if it does not validate
             lr = self.current_lr()
             self.epoch = epoch + 1
             self.logs = {
-                **train_metrics, **val_metrics, "lr": lr,
+                **train_metrics, **(val_metrics or self._unvalidated_metrics()), "lr": lr,
                 "epoch_time": time.perf_counter() - start,
             }
-            self._step_scheduler_on_epoch()
-            self._record_history()  # before the callbacks, so checkpoints they write have it
+            if self._stepper is not None:
+                self._stepper.after_epoch(self.logs)
+            # Recorded before the callbacks, so checkpoints they write have it, and again after
+            # them, for metrics they added to the logs.
+            record_epoch(self.history, self.epoch, self.logs, validated=bool(val_metrics))
             self.callbacks.call("on_epoch_end", self, epoch, train_metrics, val_metrics)
-            self._record_history()  # again, for metrics the callbacks added to the logs
+            record_epoch(self.history, self.epoch, self.logs, validated=bool(val_metrics))
             log_epoch(epoch, epochs, self.logs)
             if self.stop_training:
                 break
@@ -306,8 +323,9 @@ class Trainer:
         self.epoch = state["epoch"]
         self.global_step = state["global_step"]
         self.global_batch = state["global_batch"]
-        self.history = {k: list(v) for k, v in state["history"].items()}
+        self.history = upgrade_history(state["history"])
         self._pending_callback_state = dict(state["callbacks"])
+        self._run_callbacks = []  # the loaded run's callback states are the checkpoint's
         restore_rng_state(state["rng"], generators)
         logger.info("resumed from %s after epoch %d", filepath, self.epoch)
         return state
@@ -422,8 +440,8 @@ class Trainer:
             self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.global_step += 1
-        if self._interval == "step":
-            self.scheduler.step()
+        if self._stepper is not None:
+            self._stepper.after_optimizer_step()
 
     def _raise_if_nonfinite(self, epoch: int, first_bad_batch: torch.Tensor) -> None:
         bad = int(first_bad_batch)
@@ -432,87 +450,53 @@ class Trainer:
 
     # ------------------------------------------------------------------ validation
     def _validation_metrics(self, epoch: int, epochs: int) -> dict[str, float]:
-        if self.val_loader is None:
-            return {}
+        """The epoch's validation metrics, or ``{}`` when it does not validate."""
         due = (epoch + 1) % self.config.val_frequency == 0 or epoch + 1 == epochs
-        if not due:
-            return {f"val_{k}": math.nan for k in self._last_val_keys()}
+        if self.val_loader is None or not due:
+            return {}
         result = evaluate_loader(self._forward_loss, self.model, self.val_loader, self.device)
         result.pop("n_samples")
         return {f"val_{k}": v for k, v in result.items()}
 
-    def _last_val_keys(self) -> list[str]:
-        keys = [k[4:] for k in self.history if k.startswith("val_")]
-        return keys or ["loss", "rel_l2"]
+    def _unvalidated_metrics(self) -> dict[str, float]:
+        """NaN for each validation metric, logged in epochs that do not validate, so callbacks
+        that monitor one see that this epoch has none rather than that the run logs none."""
+        if self.val_loader is None:
+            return {}
+        keys = [k for k in self.history if is_validation_metric(k)]
+        return dict.fromkeys(keys or ["val_loss", "val_rel_l2"], math.nan)
 
     # ------------------------------------------------------------------ schedulers
-    def _scheduler_interval(self) -> str | None:
-        """``'step'``, ``'epoch'`` or ``None`` (no scheduler, or a callback steps it)."""
+    def _scheduler_stepper(self) -> SchedulerStepper | None:
+        """The stepper of ``self.scheduler``; ``None`` without one, or when a
+        :class:`LearningRateScheduler` callback steps it."""
         scheduler = self.scheduler
         if scheduler is None or any(
             isinstance(cb, LearningRateScheduler) and cb.scheduler is scheduler
             for cb in self.callbacks.callbacks
         ):
             return None
-        if isinstance(scheduler, PLATEAU):
-            return "epoch"
-        if self.config.scheduler_interval != "auto":
-            return self.config.scheduler_interval
-        return getattr(scheduler, "interval", "epoch")
-
-    def _prepare_scheduler(self, epochs: int) -> None:
-        interval = self._interval
-        if interval is None or not getattr(self.scheduler, "needs_horizon", False):
-            return
-        total = epochs * (self.steps_per_epoch if interval == "step" else 1)
-        self.scheduler.set_horizon(total)
-        logger.info("scheduler horizon set to %d %ss (epochs=%d)", total, interval, epochs)
-
-    def _step_scheduler_on_epoch(self) -> None:
-        if self._interval != "epoch":
-            return
-        if isinstance(self.scheduler, PLATEAU):
-            monitor = self.config.monitor
-            if self.val_loader is None and monitor.startswith("val_"):
-                monitor = "train_" + monitor[4:]
-            if monitor not in self.logs:
-                raise KeyError(
-                    f"the plateau scheduler monitors '{monitor}', which is not logged; logged "
-                    f"metrics: {', '.join(sorted(self.logs))}"
-                )
-            value = self.logs[monitor]
-            if not math.isnan(value):
-                self.scheduler.step(value)
-        else:
-            self.scheduler.step()
+        monitor = self.config.monitor
+        if self.val_loader is None and monitor.startswith("val_"):
+            monitor = "train_" + monitor[4:]
+        interval = trainer_interval(scheduler, self.config.scheduler_interval)
+        return SchedulerStepper(scheduler, interval, monitor)
 
     # ------------------------------------------------------------------ bookkeeping
-    def _record_history(self) -> None:
-        """Write ``self.logs`` as the current epoch's history entry (idempotent).
-
-        Every column has one entry per epoch: a metric that appears late (a callback added on
-        resume) or skips an epoch is padded with NaN.
-        """
-        n_before = self.epoch - 1
-        for name in list(self.history) + [k for k in self.logs if k not in self.history]:
-            column = self.history.setdefault(name, [])
-            column.extend([math.nan] * (n_before - len(column)))
-            value = float(self.logs.get(name, math.nan))
-            if len(column) == self.epoch:
-                column[-1] = value
-            else:
-                column.append(value)
-
-    def _restore_callback_state(self) -> None:
+    def _restore_callback_state(self) -> list[TrainingCallback]:
+        """Apply checkpointed callback states; returns the callbacks that received one."""
         if not self._pending_callback_state:
-            return
+            return []
         keyed = self.callbacks.keyed()
+        restored = []
         for key, state in self._pending_callback_state.items():
             if key in keyed:
                 keyed[key].load_state_dict(state)
+                restored.append(keyed[key])
             else:
                 logger.warning("no callback matches checkpointed callback state '%s'", key)
         self._pending_callback_state = {}
+        return restored
 
     def _loader_generators(self) -> list[torch.Generator]:
         return loader_generators(self.train_loader, self.val_loader)

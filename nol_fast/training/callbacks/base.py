@@ -7,6 +7,8 @@ from abc import ABC
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from nol_fast.checks import as_real
+
 if TYPE_CHECKING:
     from nol_fast.training.trainer import Trainer
 
@@ -30,9 +32,15 @@ class TrainingCallback(ABC):
       on the training device; reading it (``float()``) synchronises with the device, so do it
       only every few batches.
 
-    The Trainer skips per-batch dispatch entirely when no callback overrides a batch hook.
+    A hook may also be assigned on an instance (``callback.on_epoch_end = fn``); ``fn`` then
+    receives the hook's arguments without ``self``. The Trainer skips per-batch dispatch entirely
+    when no callback overrides or assigns a batch hook.
+
     Callbacks that keep state override :meth:`state_dict` and :meth:`load_state_dict`; the
     Trainer stores that state in its checkpoints so a resumed run continues where it stopped.
+    They also override :meth:`reset_state`, which the Trainer calls at the start of a new run,
+    so that an instance reused for another run starts afresh (Keras's EarlyStopping resets in
+    ``on_train_begin`` for the same reason).
     """
 
     def on_train_begin(self, trainer: Trainer) -> None:
@@ -66,6 +74,15 @@ class TrainingCallback(ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
 
+    def reset_state(self) -> None:
+        """Forget the state of an earlier run.
+
+        Called at the start of ``Trainer.train``, before ``on_train_begin``, unless the call
+        continues the run this callback's state belongs to: the callback took part in the
+        trainer's previous ``train`` call, or its state was restored from the checkpoint the
+        trainer resumed from.
+        """
+
     def overrides(self, hook: str) -> bool:
         """Whether this callback's class overrides ``hook`` (lets the loop skip no-op hooks)."""
         return getattr(type(self), hook) is not getattr(TrainingCallback, hook)
@@ -87,12 +104,15 @@ class MonitorCallback(TrainingCallback):
     def __init__(self, monitor: str = "val_loss", mode: str = "min", min_delta: float = 0.0):
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
-        if min_delta < 0:
-            raise ValueError(f"min_delta must be >= 0, got {min_delta!r}")
         self.monitor = monitor
         self.mode = mode
-        self.min_delta = float(min_delta)
-        self.best = math.inf if mode == "min" else -math.inf
+        self.min_delta = as_real(min_delta, "min_delta", minimum=0)
+        self.best = self.initial_best
+
+    @property
+    def initial_best(self) -> float:
+        """The best value before any epoch: ``inf`` in ``'min'`` mode, ``-inf`` in ``'max'``."""
+        return math.inf if self.mode == "min" else -math.inf
 
     def current_value(self, trainer: Trainer) -> float | None:
         """The monitored value of this epoch, or ``None`` when the epoch did not produce it.
@@ -108,6 +128,9 @@ class MonitorCallback(TrainingCallback):
         value = logs[self.monitor]
         return None if math.isnan(value) else float(value)
 
+    def reset_state(self) -> None:
+        self.best = self.initial_best
+
     def is_improvement(self, value: float) -> bool:
         if self.mode == "min":
             return value < self.best - self.min_delta
@@ -121,7 +144,11 @@ class MonitorCallback(TrainingCallback):
 
 
 class CallbackList:
-    """Dispatches hooks to callbacks; per-batch hooks only when some callback overrides them."""
+    """Dispatches hooks to callbacks; per-batch hooks only when some callback implements them.
+
+    A callback implements a hook when its class overrides it or the hook was assigned on the
+    instance.
+    """
 
     def __init__(self, callbacks: Iterable[TrainingCallback] | None):
         self.callbacks = list(callbacks or [])
@@ -131,14 +158,25 @@ class CallbackList:
                     f"callbacks must be TrainingCallback instances, got {type(callback).__name__}"
                 )
         self.wants_batch_hooks = any(
-            cb.overrides(hook) for cb in self.callbacks for hook in BATCH_HOOKS
+            _implements(cb, hook) for cb in self.callbacks for hook in BATCH_HOOKS
         )
 
     def call(self, hook: str, *args: Any) -> None:
         for callback in self.callbacks:
-            if callback.overrides(hook):
+            if _implements(callback, hook):
                 getattr(callback, hook)(*args)
+
+    def start_run(self, carried: Iterable[TrainingCallback]) -> None:
+        """Reset the state of every callback except those ``carried`` over from this run."""
+        for callback in self.callbacks:
+            if not any(callback is other for other in carried):
+                callback.reset_state()
 
     def keyed(self) -> dict[str, TrainingCallback]:
         """Callbacks keyed by position and class, the key their checkpointed state uses."""
         return {f"{i}:{type(cb).__name__}": cb for i, cb in enumerate(self.callbacks)}
+
+
+def _implements(callback: TrainingCallback, hook: str) -> bool:
+    """Whether ``hook`` is assigned on the instance or overridden by its class."""
+    return hook in vars(callback) or callback.overrides(hook)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from nol_fast.checks import as_int
 from nol_fast.training.callbacks.base import MonitorCallback
 
 if TYPE_CHECKING:
@@ -20,7 +21,9 @@ class EarlyStopping(MonitorCallback):
 
     An epoch improves when it beats the best value so far by more than ``min_delta``. Epochs
     that do not produce the metric (no validation that epoch) are not counted. With a constant
-    loss, ``1 + patience`` epochs run.
+    loss, ``1 + patience`` epochs run. An instance reused for a new run starts afresh; one that
+    continues its run (a resumed checkpoint, or the same trainer training on) keeps its best
+    value and its count of epochs without improvement.
 
     Parameters
     ----------
@@ -49,10 +52,12 @@ class EarlyStopping(MonitorCallback):
         restore_best_weights: bool = False,
     ):
         super().__init__(monitor=monitor, mode=mode, min_delta=min_delta)
-        if patience < 0:
-            raise ValueError(f"patience must be >= 0, got {patience!r}")
-        self.patience = int(patience)
+        self.patience = as_int(patience, "patience", minimum=0)
         self.restore_best_weights = restore_best_weights
+        self.reset_state()
+
+    def reset_state(self) -> None:
+        super().reset_state()
         self.wait = 0
         self.stopped_epoch: int | None = None
         self.best_epoch: int | None = None

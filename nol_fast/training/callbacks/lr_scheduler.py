@@ -2,26 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from nol_fast.training.callbacks.base import TrainingCallback
+from nol_fast.training.scheduling import SchedulerStepper
+
+if TYPE_CHECKING:
+    from nol_fast.training.trainer import Trainer
 
 
 class LearningRateScheduler(TrainingCallback):
-    """Step ``scheduler`` every epoch or every training batch.
+    """Step ``scheduler`` every epoch or after every optimizer step.
 
-    ``ReduceLROnPlateau`` is stepped per epoch with the ``monitor`` metric (``'val_loss'`` by
-    default; epochs without validation are skipped). If the same scheduler is also handed to the
-    Trainer, the Trainer leaves the stepping to this callback.
+    ``ReduceLROnPlateau`` is stepped per epoch with the ``monitor`` metric (epochs without
+    validation are skipped; a :class:`~nol_fast.optim.PlateauScheduler` also warms up per
+    optimizer step). A scheduler built without its run-length option (``create_scheduler(opt,
+    'cosine')`` without ``T_max``) gets it when training starts: ``epochs × optimizer steps per
+    epoch`` for ``step_on='batch'``, ``epochs`` for ``'epoch'``. If the same scheduler is also
+    handed to the Trainer, the Trainer leaves the stepping to this callback.
 
     Parameters
     ----------
     scheduler
-        A ``torch.optim.lr_scheduler`` scheduler.
+        A ``torch.optim.lr_scheduler`` scheduler, or one from ``create_scheduler``.
     step_on
-        ``'epoch'`` or ``'batch'``.
+        ``'epoch'`` or ``'batch'`` (after every optimizer step).
     monitor
         Metric for plateau schedulers.
 
@@ -36,32 +43,30 @@ class LearningRateScheduler(TrainingCallback):
     def __init__(self, scheduler: Any, step_on: str = "epoch", monitor: str = "val_loss"):
         if step_on not in ("epoch", "batch"):
             raise ValueError(f"step_on must be 'epoch' or 'batch', got {step_on!r}")
+        if step_on == "batch" and isinstance(scheduler, ReduceLROnPlateau):
+            raise ValueError("ReduceLROnPlateau steps on a metric, so step_on must be 'epoch'")
         self.scheduler = scheduler
         self.step_on = step_on
         self.monitor = monitor
-        self.is_plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
-        if self.is_plateau and step_on == "batch":
-            raise ValueError("ReduceLROnPlateau steps on a metric, so step_on must be 'epoch'")
+        self.stepper = SchedulerStepper(
+            scheduler, "step" if step_on == "batch" else "epoch", monitor
+        )
 
     def overrides(self, hook: str) -> bool:
-        # Per-batch dispatch is needed only when stepping per batch.
+        # Per-batch dispatch is needed only when stepping per optimizer step.
         if hook == "on_batch_end":
-            return self.step_on == "batch"
+            return self.stepper.wants_optimizer_steps
         return super().overrides(hook)
 
+    def on_train_begin(self, trainer: Trainer) -> None:
+        self.stepper.fill_horizon(trainer.params["epochs"], lambda: trainer.steps_per_epoch)
+
     def on_batch_end(self, trainer, batch_idx, batch_metrics) -> None:
-        if self.step_on == "batch" and trainer.took_optimizer_step:
-            self.scheduler.step()
+        if trainer.took_optimizer_step:
+            self.stepper.after_optimizer_step()
 
     def on_epoch_end(self, trainer, epoch, train_losses, val_losses) -> None:
-        if self.step_on != "epoch":
-            return
-        if self.is_plateau:
-            value = trainer.logs.get(self.monitor, float("nan"))
-            if value == value:  # not NaN: this epoch produced the metric
-                self.scheduler.step(value)
-        else:
-            self.scheduler.step()
+        self.stepper.after_epoch(trainer.logs)
 
     def state_dict(self) -> dict[str, Any]:
         return {"scheduler": self.scheduler.state_dict()}

@@ -35,7 +35,8 @@ class MemoryProfiler(TrainingCallback):
     On CUDA it reads the caching allocator's peak (``torch.cuda.max_memory_allocated``, reset at
     the start of training) and what it reserved; on the CPU the process's peak resident set size
     (which covers the whole process since it started). Each epoch's peak is added to the epoch
-    logs as ``peak_memory_gb``.
+    logs as ``peak_memory_gb``, and kept in :attr:`epoch_peaks_gb`; :attr:`device` is the device
+    measured (``None`` before training).
 
     Examples
     --------
@@ -47,6 +48,9 @@ class MemoryProfiler(TrainingCallback):
     def __init__(self) -> None:
         self.device: torch.device | None = None
         self.epoch_peaks_gb: list[float] = []
+
+    def reset_state(self) -> None:
+        self.epoch_peaks_gb = []
 
     def _is_cuda(self) -> bool:
         return self.device is not None and self.device.type == "cuda"
@@ -66,20 +70,19 @@ class MemoryProfiler(TrainingCallback):
         self.epoch_peaks_gb.append(peak_gb)
         trainer.logs["peak_memory_gb"] = peak_gb
 
-    def get_memory_summary(self) -> dict[str, Any]:
-        """Memory statistics in GiB: ``peak_memory_gb``, ``current_memory_gb``, per-epoch peaks.
+    def get_memory_summary(self) -> dict[str, float]:
+        """Memory statistics in GiB: ``peak_memory_gb`` and ``current_memory_gb``.
 
-        On CUDA also ``reserved_memory_gb``. ``device`` names the device measured.
+        On CUDA also ``reserved_memory_gb``. Every value is a float; the device and the
+        per-epoch peaks are the attributes :attr:`device` and :attr:`epoch_peaks_gb`.
         """
         if self._is_cuda():
             current = torch.cuda.memory_allocated(self.device)
         else:
             current = process_current_rss_bytes()
-        summary: dict[str, Any] = {
-            "device": str(self.device or "cpu"),
+        summary = {
             "peak_memory_gb": self._peak_bytes() / GIB,
             "current_memory_gb": current / GIB,
-            "epoch_peak_memory_gb": list(self.epoch_peaks_gb),
         }
         if self._is_cuda():
             summary["reserved_memory_gb"] = torch.cuda.max_memory_reserved(self.device) / GIB

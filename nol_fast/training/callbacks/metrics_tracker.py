@@ -16,7 +16,8 @@ class MetricsTracker(TrainingCallback):
 
     Every metric of the epoch logs is tracked: ``train_loss``, ``val_loss``, ``val_rel_l2``,
     loss components, ``lr`` and ``epoch_time``. Epochs that did not validate contribute no
-    validation value.
+    validation value. An instance reused for a new run starts afresh; one that continues its
+    run keeps what it recorded.
 
     Examples
     --------
@@ -31,6 +32,9 @@ class MetricsTracker(TrainingCallback):
     def reset(self) -> None:
         """Forget every recorded value."""
         self.history = {}
+
+    def reset_state(self) -> None:
+        self.reset()
 
     def on_epoch_end(self, trainer, epoch, train_losses, val_losses) -> None:
         for name, value in trainer.logs.items():

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nol_fast.checks import as_int
 from nol_fast.training.callbacks.base import MonitorCallback
 from nol_fast.training.checkpoint import atomic_save
 
@@ -32,9 +33,13 @@ class ModelCheckpoint(MonitorCallback):
         Save a plain ``model.state_dict()``; otherwise a full checkpoint that
         ``Trainer.load_checkpoint`` reads (model, optimizer, scheduler, history, RNG, ...).
     period
-        Consider saving every ``period`` epochs.
+        Consider saving at the end of every ``period``-th epoch only. With ``save_best_only``
+        the value is compared at those epochs alone: an epoch that improves between them is
+        not saved (Keras's ``period``).
 
-    Every write is atomic: a crash mid-write leaves the previous file intact.
+    Every write is atomic: a crash mid-write leaves the previous file intact. An instance reused
+    for a new run starts afresh (no best value, a new period); one that continues its run keeps
+    both.
 
     Examples
     --------
@@ -53,12 +58,14 @@ class ModelCheckpoint(MonitorCallback):
         period: int = 1,
     ):
         super().__init__(monitor=monitor, mode=mode)
-        if period < 1:
-            raise ValueError(f"period must be a positive integer, got {period!r}")
         self.filepath = str(filepath)
         self.save_best_only = save_best_only
         self.save_weights_only = save_weights_only
-        self.period = int(period)
+        self.period = as_int(period, "period", minimum=1)
+        self.reset_state()
+
+    def reset_state(self) -> None:
+        super().reset_state()
         self.epochs_since_last_save = 0
         self.last_saved: str | None = None
 
@@ -76,13 +83,14 @@ class ModelCheckpoint(MonitorCallback):
         self.epochs_since_last_save += 1
         if self.epochs_since_last_save < self.period:
             return
+        # Every period boundary starts a new period, whether or not it saves (Keras's rule).
+        self.epochs_since_last_save = 0
         if self.save_best_only:
             value = self.current_value(trainer)
             if value is None or not self.is_improvement(value):
                 return
             logger.debug("%s improved from %.6g to %.6g", self.monitor, self.best, value)
             self.best = value
-        self.epochs_since_last_save = 0
         self._save(trainer, self.format_path(epoch, trainer.logs))
 
     def _save(self, trainer: Trainer, path: str) -> None:

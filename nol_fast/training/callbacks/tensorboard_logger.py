@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from nol_fast.checks import as_int
 from nol_fast.training.callbacks.base import TrainingCallback
 
 
@@ -29,10 +30,8 @@ class TensorBoardLogger(TrainingCallback):
     """
 
     def __init__(self, log_dir: str = "runs", log_frequency: int = 100):
-        if log_frequency < 0:
-            raise ValueError(f"log_frequency must be >= 0, got {log_frequency!r}")
         self.log_dir = str(log_dir)
-        self.log_frequency = int(log_frequency)
+        self.log_frequency = as_int(log_frequency, "log_frequency", minimum=0)
         self.writer: Any = None
 
     def overrides(self, hook: str) -> bool:
