@@ -28,6 +28,7 @@ def backends() -> dict[str, dict[str, dict[str, str]]]:
     import torch
 
     from nol_fast.ops.optim_step import op as optim_step
+    from nol_fast.ops.pointwise import op as pointwise
     from nol_fast.ops.spectral_conv import op as spectral_conv
 
     def status(check, backend: str, device_type: str) -> str:
@@ -42,6 +43,8 @@ def backends() -> dict[str, dict[str, dict[str, str]]]:
     ops = {
         "spectral_conv": (spectral_conv.backend_status, spectral_conv.BACKENDS),
         "optimizer_step": (optimizer_check, optim_step.BACKENDS),
+        # the channels-last FNO layers (fno_block, channel_mlp) share one backend choice
+        "fno_layers": (pointwise.backend_status, pointwise.BACKENDS),
     }
     return {
         name: {d: {b: status(check, b, d) for b in names} for d in DEVICE_TYPES}

@@ -129,3 +129,57 @@ def test_summary_and_registry():
     rebuilt = create_model("fno", {"n_modes": [4], "domain_padding": [0.5],
                                    "resolution_scaling_factor": 1, "activation": "relu"})
     assert rebuilt.model_config["domain_padding"] == [0.5]
+
+
+LAYOUT_CASES = [
+    ((8, 6), (13, 10), {}),
+    ((9,), (31,), {"n_layers": 3}),
+    ((4, 4, 4), (7, 6, 5), {"hidden_channels": 6}),
+    ((6, 6), (12, 12), {"domain_padding": 0.2, "fno_skip": "soft-gating",
+                        "channel_mlp_skip": "identity"}),
+    ((6, 6), (12, 12), {"use_channel_mlp": False, "activation": "silu"}),
+    ((6, 6), (12, 12), {"fno_skip": "identity", "channel_mlp_skip": "linear",
+                        "lifting_channel_ratio": 0, "positional_embedding": False}),
+]
+
+
+@pytest.mark.parametrize("n_modes,grid,kwargs", LAYOUT_CASES,
+                         ids=[str(i) for i in range(len(LAYOUT_CASES))])
+def test_channels_last_path_matches_the_channels_first_layers(n_modes, grid, kwargs):
+    # On the CPU the FNO runs channels-last through the fused ops; the oracle is the same model
+    # run through its channels-first layers (Conv1d pointwise maps, the FFT spectral op).
+    from tests.conftest import require_extension
+
+    require_extension()
+    torch.manual_seed(0)
+    model = FNO(n_modes, in_channels=2, out_channels=3, **{"hidden_channels": 8, **kwargs})
+    x = torch.randn(2, 2, *grid)
+    widths, shapes, crops = model._plan(tuple(grid), None)
+    assert model._channels_last_path(x, shapes)
+
+    def run(forward):
+        out = forward()
+        # a positive probe: no gradient is a sum that cancels to rounding noise
+        probe = 1 + torch.rand(out.shape, generator=torch.Generator().manual_seed(1))
+        grads = torch.autograd.grad((out * probe).sum(), list(model.parameters()))
+        return [out, *grads]
+
+    fast = run(lambda: model(x))
+    for block in model.blocks:
+        block.spectral.backend = "reference"
+    assert not model._channels_last_path(x, shapes)
+    slow = run(lambda: model(x))
+    for got, want in zip(fast, slow, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_channels_last_path_only_where_it_applies():
+    model = FNO((6, 6), hidden_channels=8, resolution_scaling_factor=2)
+    x = torch.randn(1, 1, 8, 8)
+    _, shapes, _ = model._plan((8, 8), None)
+    assert not model._channels_last_path(x, shapes)  # blocks change the grid
+    model = FNO((6, 6), hidden_channels=8)
+    _, shapes, _ = model._plan((8, 8), (16, 16))
+    assert not model._channels_last_path(x, shapes)  # output_shape: super-resolution
+    _, shapes, _ = model._plan((8, 8), None)
+    assert model._channels_last_path(x, shapes)
