@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import pickle
+import random
 
+import numpy as np
 import pytest
 import torch
 from conftest import TinyNet, make_data
@@ -181,3 +183,75 @@ def test_pickle_module_is_not_used_for_loading(tmp_path):
     with pytest.raises(CheckpointError):
         build(True).load_checkpoint(str(tmp_path / "evil.pt"))
     assert not (tmp_path / "pwned").exists()
+
+
+def test_checkpoint_restores_the_python_numpy_torch_and_loader_generators(tmp_path):
+    trainer = build(True)
+    trainer.train(1)
+    random.seed(11)
+    np.random.seed(12)
+    np.random.randn(1)  # leaves a cached Gaussian in numpy's legacy state, which must survive
+    torch.manual_seed(13)
+    trainer.save_checkpoint(str(tmp_path / "c.pt"))
+    loader_generator = trainer.train_loader.generator
+
+    def draws(generator):
+        return (random.random(), np.random.randn(3).tolist(), torch.rand(3).tolist(),
+                torch.rand(3, generator=generator).tolist())
+
+    expected = draws(loader_generator)
+    fresh = build(True, seed=5)
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    fresh.load_checkpoint(str(tmp_path / "c.pt"))
+    assert draws(fresh.train_loader.generator) == expected
+
+
+def test_resumed_early_stopping_keeps_its_count_of_epochs_without_improvement(tmp_path):
+    # Without a scheduler the lr never improves on epoch 1, so EarlyStopping(patience=3)
+    # watching it stops after 1 + 3 epochs: straight, and resumed after epoch 2 (one epoch
+    # without improvement already counted).
+    def run(epochs, resume_from=None):
+        trainer = build(True)
+        trainer.scheduler = None
+        if resume_from:
+            trainer.load_checkpoint(resume_from)
+        history = trainer.train(epochs, callbacks=[EarlyStopping(patience=3, monitor="lr")])
+        return trainer, len(history["train_loss"])
+
+    assert run(10)[1] == 4
+    first, _ = run(2)
+    first.save_checkpoint(str(tmp_path / "c.pt"))
+    _, epochs_run = run(10, resume_from=str(tmp_path / "c.pt"))
+    assert epochs_run == 4
+
+
+def test_optimizer_that_does_not_fit_is_rejected_before_anything_is_loaded(tmp_path):
+    trainer = build(True)
+    trainer.train(1)
+    trainer.save_checkpoint(str(tmp_path / "c.pt"))
+    fresh = build(True, seed=5)
+    params = list(fresh.model.parameters())
+    fresh.optimizer = torch.optim.AdamW([{"params": params[:2]}, {"params": params[2:]}])
+    before = snapshot(fresh)
+    with pytest.raises(CheckpointError,
+                       match=r"optimizer parameter groups of sizes \[4\], but the optimizer "
+                             r"has \[2, 2\]"):
+        fresh.load_checkpoint(str(tmp_path / "c.pt"))
+    assert_untouched(fresh, before)
+    assert fresh.optimizer.state_dict()["state"] == {}
+
+
+def test_loaders_that_do_not_fit_are_rejected_before_anything_is_loaded(tmp_path):
+    trainer = build(True)  # its shuffling loader has a generator of its own
+    trainer.train(1)
+    trainer.save_checkpoint(str(tmp_path / "c.pt"))
+    fresh = build(False, seed=5)  # shuffles with the global generator: no loader generator
+    before = snapshot(fresh)
+    with pytest.raises(CheckpointError,
+                       match=r"holds 1 data-loader generator state\(s\) but this trainer's "
+                             r"loaders have 0"):
+        fresh.load_checkpoint(str(tmp_path / "c.pt"))
+    assert_untouched(fresh, before)
+    assert fresh.optimizer.state_dict()["state"] == {}
