@@ -99,8 +99,8 @@ def resolve_backend(backend: str | None, device: torch.device) -> str:
     Parameters
     ----------
     backend
-        ``'reference'``, ``'triton'``, or ``None`` for ``$NOL_FAST_BACKEND`` and then automatic
-        selection.
+        ``'reference'``, ``'cpu'``, ``'triton'``, ``'cuda'``, or ``None`` for
+        ``$NOL_FAST_BACKEND`` and then automatic selection.
     device
         Device of the parameters.
 
@@ -113,7 +113,9 @@ def resolve_backend(backend: str | None, device: torch.device) -> str:
 
     Examples
     --------
-    >>> resolve_backend(None, torch.device("cpu"))
+    >>> resolve_backend("reference", torch.device("cpu"))
+    'reference'
+    >>> resolve_backend(None, torch.device("meta"))  # no backend but the reference runs there
     'reference'
     """
     check_backend_name(backend)
@@ -255,7 +257,7 @@ def adam_step(
     grad_scale, found_inf
         Optional tensors from ``torch.amp.GradScaler`` (see the module docstring).
     backend
-        ``'reference'``, ``'triton'`` or ``None`` (see :func:`resolve_backend`).
+        A backend name or ``None`` (see :func:`resolve_backend`).
 
     Examples
     --------
