@@ -255,3 +255,18 @@ def test_loaders_that_do_not_fit_are_rejected_before_anything_is_loaded(tmp_path
         fresh.load_checkpoint(str(tmp_path / "c.pt"))
     assert_untouched(fresh, before)
     assert fresh.optimizer.state_dict()["state"] == {}
+
+
+def test_a_mismatch_names_the_first_five_keys_of_each_kind():
+    state = {f"extra.{i}": torch.zeros(1) for i in range(7)}
+    model = torch.nn.ParameterDict({f"own{i}": torch.nn.Parameter(torch.zeros(1))
+                                    for i in range(7)})
+    with pytest.raises(CheckpointError) as info:
+        checkpoint_module.check_state_dict_fits(model, state, "c.pt")
+    message = str(info.value)
+    assert ("missing keys ['own0', 'own1', 'own2', 'own3', 'own4']; unexpected keys "
+            "['extra.0', 'extra.1', 'extra.2', 'extra.3', 'extra.4']") in message
+    wrong = {f"own{i}": torch.zeros(2) for i in range(7)}
+    with pytest.raises(CheckpointError) as info:
+        checkpoint_module.check_state_dict_fits(model, wrong, "c.pt")
+    assert str(info.value).count("checkpoint (2,) vs model (1,)") == 5
