@@ -270,3 +270,31 @@ def test_a_mismatch_names_the_first_five_keys_of_each_kind():
     with pytest.raises(CheckpointError) as info:
         checkpoint_module.check_state_dict_fits(model, wrong, "c.pt")
     assert str(info.value).count("checkpoint (2,) vs model (1,)") == 5
+
+
+def test_a_checkpoint_of_a_newer_format_is_refused(tmp_path):
+    trainer = build(True)
+    trainer.save_checkpoint(str(tmp_path / "c.pt"))
+    state = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert state["format_version"] == 1  # the layout this version writes and reads
+    torch.save({**state, "format_version": 2}, tmp_path / "newer.pt")
+    with pytest.raises(CheckpointError, match=r"has checkpoint format 2, newer than this "
+                                              r"version of nol_fast reads \(1\)"):
+        build(True).load_checkpoint(str(tmp_path / "newer.pt"))
+
+
+def test_cuda_generators_are_kept_when_cuda_is_in_use(monkeypatch):
+    # Stand-ins for torch.cuda on a machine without a GPU: the states of every device's
+    # generator go into the checkpoint when CUDA was initialised, and come back from it.
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all",
+                        lambda: [torch.tensor([1, 2], dtype=torch.uint8)])
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.extend)
+    state = checkpoint_module.capture_rng_state([])
+    assert [s.tolist() for s in state["cuda"]] == [[1, 2]]
+    checkpoint_module.restore_rng_state(state, [])
+    assert [s.tolist() for s in restored] == [[1, 2]]
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)  # present, never used
+    assert "cuda" not in checkpoint_module.capture_rng_state([])
