@@ -136,7 +136,7 @@ class Foreign:
     pass
 
 
-@pytest.mark.parametrize("kind", ["pickle", "state_dict", "text", "missing"])
+@pytest.mark.parametrize("kind", ["pickle", "state_dict", "other_dict", "text", "missing"])
 def test_foreign_files_are_clear_errors(tmp_path, kind):
     path = tmp_path / "f.pt"
     if kind == "pickle":
@@ -145,6 +145,9 @@ def test_foreign_files_are_clear_errors(tmp_path, kind):
     elif kind == "state_dict":
         torch.save(TinyNet().state_dict(), path)
         message = "plain state_dict"
+    elif kind == "other_dict":
+        torch.save({"format": "another.library", "weights": torch.zeros(2)}, path)
+        message = "is not a nol_fast training checkpoint$"
     elif kind == "text":
         path.write_text("hello")
         message = "truncated or not a checkpoint"
@@ -152,9 +155,10 @@ def test_foreign_files_are_clear_errors(tmp_path, kind):
         message = "checkpoint not found"
     fresh = build(True)
     before = snapshot(fresh)
-    with pytest.raises(CheckpointError, match=message):
+    with pytest.raises(CheckpointError, match=message) as info:
         fresh.load_checkpoint(str(path))
     assert_untouched(fresh, before)
+    assert ("plain state_dict" in str(info.value)) == (kind == "state_dict")
 
 
 def test_mismatched_model_is_rejected_before_anything_is_loaded(tmp_path):
@@ -281,6 +285,9 @@ def test_a_checkpoint_of_a_newer_format_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match=r"has checkpoint format 2, newer than this "
                                               r"version of nol_fast reads \(1\)"):
         build(True).load_checkpoint(str(tmp_path / "newer.pt"))
+    del state["format_version"]  # files written before the version was recorded still load
+    torch.save(state, tmp_path / "older.pt")
+    assert build(True).load_checkpoint(str(tmp_path / "older.pt"))["epoch"] == 0
 
 
 def test_cuda_generators_are_kept_when_cuda_is_in_use(monkeypatch):
@@ -298,3 +305,12 @@ def test_cuda_generators_are_kept_when_cuda_is_in_use(monkeypatch):
     assert [s.tolist() for s in restored] == [[1, 2]]
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)  # present, never used
     assert "cuda" not in checkpoint_module.capture_rng_state([])
+
+
+def test_loader_generators_are_found_after_a_loader_without_any():
+    generator = torch.Generator().manual_seed(3)
+    x, y = make_data(8)
+    val = DataLoader(TensorDataset(x, y), batch_size=4, shuffle=True, generator=generator)
+    batches = [(x[:4], y[:4])]  # a plain iterable as the training loader
+    assert checkpoint_module.loader_generators(batches, val) == [generator]
+    assert checkpoint_module.loader_generators(val, val) == [generator]  # listed once
