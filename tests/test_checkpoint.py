@@ -231,31 +231,21 @@ def test_resumed_early_stopping_keeps_its_count_of_epochs_without_improvement(tm
     assert epochs_run == 4
 
 
-def test_optimizer_that_does_not_fit_is_rejected_before_anything_is_loaded(tmp_path):
-    trainer = build(True)
-    trainer.train(1)
-    trainer.save_checkpoint(str(tmp_path / "c.pt"))
-    fresh = build(True, seed=5)
-    params = list(fresh.model.parameters())
-    fresh.optimizer = torch.optim.AdamW([{"params": params[:2]}, {"params": params[2:]}])
-    before = snapshot(fresh)
-    with pytest.raises(CheckpointError,
-                       match=r"optimizer parameter groups of sizes \[4\], but the optimizer "
-                             r"has \[2, 2\]"):
-        fresh.load_checkpoint(str(tmp_path / "c.pt"))
-    assert_untouched(fresh, before)
-    assert fresh.optimizer.state_dict()["state"] == {}
-
-
-def test_loaders_that_do_not_fit_are_rejected_before_anything_is_loaded(tmp_path):
+@pytest.mark.parametrize("misfit", ["optimizer", "loaders"])
+def test_a_checkpoint_that_does_not_fit_is_rejected_before_anything_is_loaded(tmp_path, misfit):
     trainer = build(True)  # its shuffling loader has a generator of its own
     trainer.train(1)
     trainer.save_checkpoint(str(tmp_path / "c.pt"))
-    fresh = build(False, seed=5)  # shuffles with the global generator: no loader generator
+    if misfit == "optimizer":
+        fresh = build(True, seed=5)
+        params = list(fresh.model.parameters())
+        fresh.optimizer = torch.optim.AdamW([{"params": params[:2]}, {"params": params[2:]}])
+        message = r"optimizer parameter groups of sizes \[4\], but the optimizer has \[2, 2\]"
+    else:
+        fresh = build(False, seed=5)  # shuffles with the global generator: no loader generator
+        message = r"holds 1 data-loader generator state\(s\) but this trainer's loaders have 0"
     before = snapshot(fresh)
-    with pytest.raises(CheckpointError,
-                       match=r"holds 1 data-loader generator state\(s\) but this trainer's "
-                             r"loaders have 0"):
+    with pytest.raises(CheckpointError, match=message):
         fresh.load_checkpoint(str(tmp_path / "c.pt"))
     assert_untouched(fresh, before)
     assert fresh.optimizer.state_dict()["state"] == {}
