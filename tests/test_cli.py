@@ -62,6 +62,27 @@ def test_train_writes_checkpoints_logs_and_report(tiny_config, tmp_path, capsys)
     assert "val: loss=" in capsys.readouterr().out
 
 
+
+def test_train_reports_the_test_error_of_the_best_epoch(tmp_path, capsys):
+    # SGD at lr 0.5 overshoots in the last epoch, so the best epoch is not the last one and
+    # the weights the run ends with must be restored from it.
+    config = {section: dict(values) for section, values in TINY.items()}
+    config["training"].update(epochs=4, optimizer="sgd", learning_rate=0.5,
+                              scheduler="constant", warmup_steps=0)
+    path, out = tmp_path / "c.yaml", tmp_path / "run"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["train", "--config", str(path), "--out", str(out)]) == 0
+    trained = re.search(r"test relative L2 error \(best weights\): (\S+)%",
+                        capsys.readouterr().out).group(1)
+    val_loss = torch.load(out / "checkpoints/last.pt", weights_only=True)["history"]["val_loss"]
+    best_epoch = val_loss.index(min(val_loss)) + 1
+    assert best_epoch < len(val_loss)
+    # Oracle: the checkpoint written at the best epoch, evaluated on its own.
+    assert main(["evaluate", str(out / "checkpoints/best.pt"), "--split", "test"]) == 0
+    printed = capsys.readouterr().out
+    assert f"checkpoint epoch {best_epoch})" in printed
+    assert re.search(r"relative L2 error=(\S+)%", printed).group(1) == trained
+
 def test_print_config_shows_the_default(capsys):
     assert main(["train", "--print-config"]) == 0
     assert yaml.safe_load(capsys.readouterr().out) == Config.from_dict(
