@@ -91,6 +91,24 @@ def test_missing_config_file_and_resume_without_checkpoint(tmp_path, tiny_config
     assert "no checkpoint to resume from" in capsys.readouterr().err
 
 
+def _help(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit):
+        main([*argv, "--help"])
+    return capsys.readouterr().out
+
+
+def test_train_help_names_the_default_job(capsys):
+    """'nol-fast --help' and 'nol-fast train --help' describe the default job that runs: its
+    dataset, and no other built-in one."""
+    default = default_config()["data"]["dataset"]
+    others = {"heat", "darcy", "burgers", "navier"} - {default}
+    summary = next(line for line in _help([], capsys).splitlines()
+                   if line.split()[:1] == ["train"])
+    for text in (summary, _help(["train"], capsys)):
+        words = text.lower()
+        assert default in words and not [name for name in others if name in words], text
+
+
 def test_module_entry_point():
     out = subprocess.run([sys.executable, "-m", "nol_fast", "--version"], capture_output=True,
                          text=True, check=True)
