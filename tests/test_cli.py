@@ -72,6 +72,7 @@ def test_print_config_shows_the_default(capsys):
      "unknown optimizer 'adamx'; choose one of: adam, adamw, sgd, rmsprop, adabound"),
     ({"training": {"scheduler": "cosinus"}}, "unknown scheduler 'cosinus'"),
     ({"model": {"model_type": "fnox"}}, "unknown model 'fnox'; choose one of: fno"),
+    ({"model": {"name": "fnoo"}}, "unknown option(s) 'name' (the model is chosen by 'model_type')"),
     ({"data": {"dataset": "darcyx"}}, "darcyx"),
 ])
 def test_bad_names_exit_with_one_clear_line(tmp_path, capsys, change, message):
