@@ -55,7 +55,8 @@ def _add_evaluate(subparsers) -> None:
 
 
 def _add_info(subparsers) -> None:
-    parser = subparsers.add_parser("info", help="versions and available devices")
+    parser = subparsers.add_parser(
+        "info", help="versions, how nol_fast was built, devices and backends")
     parser.set_defaults(handler=_info)
 
 
@@ -149,7 +150,10 @@ def _info(args: argparse.Namespace) -> int:
 
     import torch
 
+    from nol_fast.ops.extension import build_summary
+
     print(f"nol-fast {__version__}")
+    print(f"compiled extension: {build_summary()}")
     print(f"python {platform.python_version()} on {platform.machine()}")
     print(f"torch {torch.__version__} (CUDA build: {torch.version.cuda or 'no'})")
     print(f"CUDA devices: {torch.cuda.device_count() if torch.cuda.is_available() else 0}")
