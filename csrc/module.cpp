@@ -4,6 +4,9 @@
 // wrappers in nol_fast/ops, which check devices, dtypes and layouts first. The module therefore
 // includes no torch headers and works with any torch version. The GIL is released while a
 // kernel runs.
+//
+// setup.py defines NOL_FAST_VERSION, and with CUDA NOL_FAST_WITH_CUDA and NOL_FAST_CUDA_ARCHS;
+// the module exposes them as `build_info`, the record of how it was built.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -123,12 +126,57 @@ void multi_tensor_step_cuda(int64_t meta, int64_t chunks, int64_t n_chunks, int6
                              cudaGetErrorString(static_cast<cudaError_t>(status)));
   }
 }
+
+// "13.0" for the CUDA version number 13000 (of CUDART_VERSION or cudaDriverGetVersion).
+std::string cuda_version_text(int version) {
+  return std::to_string(version / 1000) + "." + std::to_string(version % 1000 / 10);
+}
+
+// Why the CUDA kernels cannot run in this process ("" when they can): a driver older than the
+// runtime linked in, no driver, or no device. It initialises the CUDA runtime, so the Python
+// side asks only when CUDA tensors are about to be updated (or a report asks).
+std::string cuda_runtime_error() {
+  int devices = 0;
+  const cudaError_t status = cudaGetDeviceCount(&devices);
+  if (status == cudaSuccess && devices > 0) {
+    return "";
+  }
+  int driver = 0;
+  cudaDriverGetVersion(&driver);
+  const std::string driver_text = driver == 0
+                                      ? "no CUDA driver found"
+                                      : "the driver supports CUDA " + cuda_version_text(driver);
+  const std::string what = status == cudaSuccess ? "no CUDA device" : cudaGetErrorString(status);
+  return what + " (nol_fast._C was built with CUDA " + cuda_version_text(CUDART_VERSION) + "; " +
+         driver_text + ")";
+}
 #endif
+
+py::dict build_info() {
+  py::dict info;
+  info["version"] = NOL_FAST_VERSION;
+#if defined(__clang__)
+  info["compiler"] = std::string("clang ") + __clang_version__;
+#elif defined(__GNUC__)
+  info["compiler"] = std::string("gcc ") + __VERSION__;
+#else
+  info["compiler"] = "unknown";
+#endif
+#ifdef NOL_FAST_WITH_CUDA
+  info["cuda"] = cuda_version_text(CUDART_VERSION);
+  info["cuda_archs"] = NOL_FAST_CUDA_ARCHS;
+#else
+  info["cuda"] = py::none();
+  info["cuda_archs"] = "";
+#endif
+  return info;
+}
 
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "Compiled kernels of nol_fast (CPU, and CUDA when built with it).";
+  m.attr("build_info") = build_info();
   m.attr("table_columns") = nol_fast::kTableColumns;
   m.def("multi_tensor_step_cpu", &multi_tensor_step_cpu,
         "One Adam/AdamW/AdaBound step over the tensors of a table (see "
@@ -160,6 +208,8 @@ PYBIND11_MODULE(_C, m) {
         py::arg("one_minus_beta1"), py::arg("beta2"), py::arg("one_minus_beta2"), py::arg("eps"),
         py::arg("weight_decay"), py::arg("param_dtype"), py::arg("grad_dtype"), py::arg("flags"),
         py::arg("stream"));
+  m.def("cuda_runtime_error", &cuda_runtime_error,
+        "Why the CUDA kernels cannot run here, or '' when they can.");
 #else
   m.attr("has_cuda") = false;
 #endif

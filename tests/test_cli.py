@@ -94,6 +94,7 @@ def test_print_config_shows_the_default(capsys):
      "unknown optimizer 'adamx'; choose one of: adam, adamw, sgd, rmsprop, adabound"),
     ({"training": {"scheduler": "cosinus"}}, "unknown scheduler 'cosinus'"),
     ({"model": {"model_type": "fnox"}}, "unknown model 'fnox'; choose one of: fno"),
+    ({"model": {"name": "fnoo"}}, "unknown option(s) 'name' (the model is chosen by 'model_type')"),
     ({"data": {"dataset": "darcyx"}}, "darcyx"),
 ])
 def test_bad_names_exit_with_one_clear_line(tmp_path, capsys, change, message):
@@ -111,6 +112,24 @@ def test_missing_config_file_and_resume_without_checkpoint(tmp_path, tiny_config
     assert main(["train", "--config", str(tiny_config), "--out", str(tmp_path / "new"),
                  "--resume"]) == 1
     assert "no checkpoint to resume from" in capsys.readouterr().err
+
+
+def _help(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit):
+        main([*argv, "--help"])
+    return capsys.readouterr().out
+
+
+def test_train_help_names_the_default_job(capsys):
+    """'nol-fast --help' and 'nol-fast train --help' describe the default job that runs: its
+    dataset, and no other built-in one."""
+    default = default_config()["data"]["dataset"]
+    others = {"heat", "darcy", "burgers", "navier"} - {default}
+    summary = next(line for line in _help([], capsys).splitlines()
+                   if line.split()[:1] == ["train"])
+    for text in (summary, _help(["train"], capsys)):
+        words = text.lower()
+        assert default in words and not [name for name in others if name in words], text
 
 
 def test_module_entry_point():

@@ -147,6 +147,22 @@ def test_create_optimizer_unknown_kwarg(name: str, kwargs: dict, bad: str) -> No
         create_optimizer(make_params(), name, **kwargs)
 
 
+@pytest.mark.parametrize("amsbound", [False, True])
+def test_create_optimizer_passes_amsbound_to_adabound(amsbound: bool) -> None:
+    """``adabound`` takes ``amsbound=`` through the factory, as ``AdaBound`` and the
+    ``adabound`` package do; the trajectory is the package's."""
+    ours_params, package_params = make_params(), make_params()
+    ours = create_optimizer(ours_params, "adabound", 1e-2, 0.0, final_lr=0.05, amsbound=amsbound)
+    package = adabound.AdaBound(package_params, lr=1e-2, final_lr=0.05, amsbound=amsbound)
+    assert ours.param_groups[0]["amsbound"] is amsbound
+    generator = torch.Generator().manual_seed(2)
+    for _ in range(30):
+        set_grads([ours_params, package_params], generator)
+        ours.step()
+        package.step()
+    assert_same(ours_params, package_params)
+
+
 # --------------------------------------------------------------------------- AdaBound vs package
 
 
