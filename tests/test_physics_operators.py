@@ -209,9 +209,10 @@ def test_spectral_half_precision_is_computed_in_float32():
                                 "inverse_laplacian"])
 def test_gradcheck_spectral(op):
     torch.manual_seed(0)
-    shape = (1, 2, 2, 6, 5) if op in ("divergence", "curl") else (1, 2, 6, 5)
+    shape = (1, 1, 2, 6, 5) if op in ("divergence", "curl") else (1, 2, 6, 5)
     u = torch.randn(shape, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda t: getattr(spectral, op)(t, (1.0, 2.0)), (u,))
+    assert torch.autograd.gradcheck(lambda t: getattr(spectral, op)(t, (1.0, 2.0)), (u,),
+                                    fast_mode=True)
 
 
 @pytest.mark.parametrize("op", ["gradient", "laplacian"])

@@ -309,11 +309,7 @@ def laplacian(u: Tensor, domain: Domain = 1.0) -> Tensor:
     >>> laplacian(torch.ones(1, 1, 8, 8, 8)).abs().max().item()
     0.0
     """
-    u = _real(u)
-    n_dims = grid_dims(u, "u", vector=False)
-    grid, dims = u.shape[2:], tuple(range(-n_dims, 0))
-    spectrum = torch.fft.rfftn(u, dim=dims) * symbols(grid, domain, u.dtype, u.device).laplacian
-    return torch.fft.irfftn(spectrum, s=grid, dim=dims)
+    return _scalar_multiplier(u, domain, "laplacian")
 
 
 def inverse_laplacian(u: Tensor, domain: Domain = 1.0) -> Tensor:
@@ -342,9 +338,13 @@ def inverse_laplacian(u: Tensor, domain: Domain = 1.0) -> Tensor:
     >>> bool(torch.allclose(phi, -torch.cos(2 * torch.pi * x) / (4 * torch.pi**2)))
     True
     """
+    return _scalar_multiplier(u, domain, "inverse_laplacian")
+
+
+def _scalar_multiplier(u: Tensor, domain: Domain, name: str) -> Tensor:
+    """``irfftn(symbol * rfftn(u))`` for the real symbol ``name`` of :class:`Symbols`."""
     u = _real(u)
     n_dims = grid_dims(u, "u", vector=False)
     grid, dims = u.shape[2:], tuple(range(-n_dims, 0))
-    spectrum = torch.fft.rfftn(u, dim=dims) * symbols(grid, domain, u.dtype,
-                                                      u.device).inverse_laplacian
-    return torch.fft.irfftn(spectrum, s=grid, dim=dims)
+    symbol = getattr(symbols(grid, domain, u.dtype, u.device), name)
+    return torch.fft.irfftn(torch.fft.rfftn(u, dim=dims) * symbol, s=grid, dim=dims)
