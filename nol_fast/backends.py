@@ -27,6 +27,9 @@ def backends() -> dict[str, dict[str, dict[str, str]]]:
     """
     import torch
 
+    from nol_fast.ops.conservation import op as conservation
+    from nol_fast.ops.darcy_residual import op as darcy_residual
+    from nol_fast.ops.navier_stokes_residual import op as navier_stokes_residual
     from nol_fast.ops.spectral_conv import op as spectral_conv
     from nol_fast.optim import multi_tensor
 
@@ -42,6 +45,10 @@ def backends() -> dict[str, dict[str, dict[str, str]]]:
     ops = {
         "spectral_conv": (spectral_conv.backend_status, spectral_conv.BACKENDS),
         "optimizer_step": (optimizer_check, multi_tensor.BACKENDS),
+        "darcy_residual": (darcy_residual.backend_status, darcy_residual.BACKENDS),
+        "navier_stokes_residual": (navier_stokes_residual.backend_status,
+                                   navier_stokes_residual.BACKENDS),
+        "conservation": (conservation.backend_status, conservation.BACKENDS),
     }
     return {
         name: {d: {b: status(check, b, d) for b in names} for d in DEVICE_TYPES}

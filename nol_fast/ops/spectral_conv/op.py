@@ -27,13 +27,13 @@ implementation, so compiled graphs follow the environment variable too.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import logging
 import os
 from collections.abc import Sequence
 
 import torch
 
+from nol_fast.ops.selection import triton_status
 from nol_fast.ops.spectral_conv import cpu, reference
 from nol_fast.ops.spectral_conv.modes import mode_index
 
@@ -50,13 +50,7 @@ def backend_status(backend: str, device_type: str) -> str | None:
     if backend == "cpu":
         return None if device_type == "cpu" else "runs on CPU tensors only"
     if backend == "triton":
-        if device_type != "cuda":
-            return "runs on CUDA tensors only"
-        if not torch.cuda.is_available():
-            return "no CUDA device"
-        if importlib.util.find_spec("triton") is None:
-            return "triton is not installed"
-        return None
+        return triton_status(device_type)
     raise ValueError(f"unknown spectral_conv backend {backend!r}; choose one of {BACKENDS}")
 
 
