@@ -7,7 +7,13 @@ Fields are tensors of shape ``(batch, channels, *grid)`` sampled on uniform grid
 * :mod:`~nol_fast.physics.spectral`: FFT derivative operators on periodic grids (gradient,
   divergence, curl, Laplacian, inverse Laplacian);
 * :mod:`~nol_fast.physics.finite_difference`: 2nd- and 4th-order finite-difference operators,
-  one-sided at non-periodic boundaries, from the stencils of :mod:`~nol_fast.physics.stencils`.
+  one-sided at non-periodic boundaries, from the stencils of :mod:`~nol_fast.physics.stencils`;
+* :mod:`~nol_fast.physics.residuals`: PDE residuals of the standard benchmarks (Burgers,
+  Darcy, Navier–Stokes, heat, wave);
+* :mod:`~nol_fast.physics.pde_residual`: a built-in residual bound to its grid and parameters,
+  whose mean square runs on the fused kernels of :mod:`nol_fast.ops` where they exist;
+* :mod:`~nol_fast.physics.boundary` and :mod:`~nol_fast.physics.conservation`: boundary errors
+  and conserved quantities.
 
 The losses of :mod:`nol_fast.training.losses` are built on these.
 """
