@@ -66,9 +66,11 @@ def _add_benchmark(subparsers) -> None:
         "against neuraloperator (when installed) and the FFT reference. 'optim': one step of "
         "nol_fast's FusedAdamW and AdaBound (automatic and reference backends) against "
         "torch.optim.AdamW (for-loop, foreach, fused) and the adabound package (when "
-        "installed), with effective bandwidth and its share of the device's copy bandwidth.",
+        "installed), with effective bandwidth and its share of the device's copy bandwidth. "
+        "'physics': the fused Navier-Stokes and Darcy residuals against the composition of "
+        "the derivative operators, forward and backward, next to their floor.",
     )
-    parser.add_argument("op", choices=("spectral", "optim"), help="what to time")
+    parser.add_argument("op", choices=("spectral", "optim", "physics"), help="what to time")
     parser.add_argument("--repeat", type=int, default=None,
                         help="timed rounds (default: 20 for spectral; for optim 20 on fno, "
                         "5 on 10m)")
@@ -77,6 +79,9 @@ def _add_benchmark(subparsers) -> None:
     parser.add_argument("--sets", default="fno,10m",
                         help="optim: comma-separated parameter sets among fno (the parameters "
                         "of a 2-D FNO) and 10m (100 tensors, 10 M elements) (default: both)")
+    parser.add_argument("--residuals", default="navier_stokes,darcy",
+                        help="physics: comma-separated residuals among navier_stokes and darcy "
+                        "(default: both)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, ...")
     parser.set_defaults(handler=_benchmark)
 
@@ -168,6 +173,9 @@ def _benchmark(args: argparse.Namespace) -> int:
     if args.op == "spectral":
         from nol_fast.bench.spectral import run
         names = args.shapes
+    elif args.op == "physics":
+        from nol_fast.bench.physics import run
+        names = args.residuals
     else:
         from nol_fast.bench.optim import run
         names = args.sets

@@ -145,9 +145,12 @@ class PDEResidual(nn.Module):
             raise ValueError(f"the Navier-Stokes residual differentiates spectrally and needs a "
                              f"periodic grid, got periodic={self.grid.periodic!r}")
         # The pointwise terms go into the op as one tensor: w_t - f.
-        extra = torch.zeros_like(u) - kwargs.get("forcing", 0.0)
-        if self.grid.dt is not None:
-            extra = extra + time_derivative(u, inputs, self.grid.dt, 1, kwargs.get("accuracy", 2))
+        forcing = kwargs.get("forcing", 0.0)
+        if self.grid.dt is None:
+            extra = torch.zeros_like(u) - forcing
+        else:
+            w_t = time_derivative(u, inputs, self.grid.dt, 1, kwargs.get("accuracy", 2))
+            extra = w_t.sub_(forcing)  # w_t is a fresh tensor: no second allocation
         return navier_stokes_residual_loss(u, extra, kwargs["viscosity"], self.grid.lengths(2),
                                            self.backend)
 

@@ -118,13 +118,19 @@ def time_derivative(
                          f"{', '.join(map(str, u.shape[2:]))}) with batch {u.shape[0]}, got "
                          f"shape {tuple(inputs.shape)}")
     rows = _record_weights(history + u.shape[1], history, order, accuracy)
-    # Only the records some row reads take part: the last few of a long history.
-    used = next(i for i in range(len(rows[0])) if any(row[i] for row in rows))
-    weights = torch.tensor([row[used:] for row in rows], dtype=u.dtype, device=u.device)
-    # used <= history: no row reaches further back than its window at the start of u
-    records = u if inputs is None else torch.cat([inputs[:, used:].to(u.dtype), u], 1)
-    # records: (batch, n_used, *grid) -> (batch, T, *grid)
-    return torch.einsum("tn,bn...->bt...", weights / dt**order, records)
+    scale = 1.0 / dt**order
+    records = [*(inputs[:, j].to(u.dtype) for j in range(history)), *u.unbind(1)] \
+        if inputs is not None else list(u.unbind(1))
+    # Each derivative is a weighted sum of the few records its stencil row reads: one pass per
+    # record over (batch, *grid) slices, with no concatenated copy of the history.
+    out = []
+    for row in rows:
+        terms = [(w * scale, records[j]) for j, w in enumerate(row) if w != 0.0]
+        total = terms[0][1] * terms[0][0]
+        for w, record in terms[1:]:
+            total.add_(record, alpha=w)  # in place: no allocation per term
+        out.append(total)
+    return out[0].unsqueeze(1) if len(out) == 1 else torch.stack(out, 1)
 
 
 def _spectral_domain(grid: Grid, n_dims: int, pde: str) -> tuple[float, ...]:
