@@ -207,3 +207,12 @@ def test_spec_example_with_navier_stokes_residual_in_a_trainer():
     total = (history["val_loss_data"][-1] + 0.1 * history["val_loss_pde"][-1]
              + 0.05 * history["val_loss_boundary"][-1] + history["val_loss_conservation"][-1])
     assert history["val_loss"][-1] == pytest.approx(total, rel=1e-5)
+
+
+def test_the_pino_example_config_builds_its_loss():
+    from pathlib import Path
+
+    config = Config.load(Path(__file__).resolve().parents[1] / "examples" / "pino_darcy.yaml")
+    loss_fn = loss_from_config(config.training.loss)
+    assert loss_fn.pde_residual.name == "darcy" and loss_fn.pde_weight > 0
+    assert config.data.n_train == 100

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nol_fast.bench.timing import interleaved_medians
+from nol_fast.bench.timing import CLOCKS, interleaved_medians
 from nol_fast.data.navier_stokes import kolmogorov_forcing
 from nol_fast.physics.grid import Grid
 from nol_fast.physics.pde_residual import PDEResidual
@@ -104,8 +104,8 @@ def _floor_steps(residual: str, fields: dict[str, torch.Tensor]) -> dict[str, Ca
     return {"forward": forward_pass, "backward": backward_pass}
 
 
-def time_residual(residual: str, device: torch.device, repeat: int = 20,
-                  warmup: int = 3) -> list[Timing]:
+def time_residual(residual: str, device: torch.device, repeat: int = 20, warmup: int = 3,
+                  clock: str = "wall") -> list[Timing]:
     """Median times of every implementation of ``residual``, and of its floor."""
     fields = sample_fields(residual, device)
     u, inputs = fields["u"], fields["inputs"]
@@ -128,7 +128,7 @@ def time_residual(residual: str, device: torch.device, repeat: int = 20,
             forward, backward, train)
     floor = _floor_steps(residual, fields)
     steps["floor", "forward"], steps["floor", "backward"] = floor["forward"], floor["backward"]
-    medians = interleaved_medians(steps, device, repeat, warmup)
+    medians = interleaved_medians(steps, device, repeat, warmup, CLOCKS[clock])
     timings = [Timing(residual, name, medians[name, "forward"], medians[name, "backward"],
                       medians[name, "train"]) for name in IMPLEMENTATIONS]
     timings.append(Timing(residual, "floor", medians["floor", "forward"],
@@ -157,8 +157,12 @@ def format_table(timings: Sequence[Timing]) -> str:
     return "\n".join(lines)
 
 
-def run(residuals: Sequence[str], device: torch.device, repeat: int = 20) -> str:
+def run(residuals: Sequence[str], device: torch.device, repeat: int = 20,
+        clock: str = "wall") -> str:
     """Time ``residuals`` on ``device`` over ``repeat`` interleaved rounds; the table.
+
+    ``clock`` is ``'wall'`` or ``'cpu'`` (the process's CPU time; CPU devices only), see
+    :data:`nol_fast.bench.timing.CLOCKS`.
 
     Examples
     --------
@@ -166,11 +170,15 @@ def run(residuals: Sequence[str], device: torch.device, repeat: int = 20) -> str
     """
     if not residuals:
         raise ValueError(f"no residual given; choose from: {', '.join(RESIDUALS)}")
+    if clock not in CLOCKS or (clock == "cpu" and device.type != "cpu"):
+        raise ValueError(f"clock must be one of: {', '.join(CLOCKS)} ('cpu' for CPU devices "
+                         f"only), got {clock!r} on {device.type}")
     unknown = [r for r in residuals if r not in RESIDUALS]
     if unknown:
         raise ValueError(f"unknown residual(s) {unknown}; choose from: {', '.join(RESIDUALS)}")
-    timings = [t for r in residuals for t in time_residual(r, device, repeat)]
+    timings = [t for r in residuals for t in time_residual(r, device, repeat, clock=clock)]
     shape = "x".join(map(str, SHAPE))
     return (f"physics residuals on {device} ({torch.get_num_threads()} threads), median of "
-            f"{repeat}; fields {shape}, Navier-Stokes with {HISTORY} history records\n"
+            f"{repeat} ({clock} clock); fields {shape}, Navier-Stokes with {HISTORY} history "
+            f"records\n"
             f"{format_table(timings)}")
