@@ -4,7 +4,7 @@ Navier–Stokes residual in one opaque op, with a fused spectral backend.
 ``loss = mean(r²)``, ``r = extra + ∇·(v w) - ν Δw`` on a periodic 2-D grid, ``v`` the velocity
 of the vorticity ``w``. ``extra`` carries the pointwise terms (the time derivative, minus the
 forcing), which :class:`nol_fast.physics.pde_residual.PDEResidual` computes outside the op.
-The op returns ``(loss, r, v)``; ``r`` and ``v`` are saved for the backward op
+The op returns ``(loss, r, v_x, v_y)``; ``r`` and the velocity are saved for the backward op
 ``nol_fast::navier_stokes_residual_loss_backward``, which returns ``(grad_w, grad_extra)``.
 
 Backends
@@ -15,7 +15,6 @@ Backends
 ``'fused'``
     Three forward and three inverse transform units per direction
     (:mod:`~nol_fast.ops.navier_stokes_residual.fused`); any device ``torch.fft`` runs on.
-
 Selection: :class:`nol_fast.ops.selection.BackendSelection` (explicit, ``NOL_FAST_BACKEND``,
 then ``'fused'``), decided when the op runs.
 """
@@ -46,49 +45,54 @@ SELECTION = BackendSelection("navier_stokes_residual", BACKENDS, backend_status,
                              {"cpu": ("fused",), "cuda": ("fused",)})
 
 
+def _module(backend: str):
+    if backend == "fused":
+        return fused_forward, fused_backward
+    return reference_forward, None
+
+
 @torch.library.custom_op("nol_fast::navier_stokes_residual_loss", mutates_args=())
 def _loss(
     w: Tensor, extra: Tensor, viscosity: float, domain: list[float], backend: str
-) -> tuple[Tensor, Tensor, Tensor]:
-    # w, extra: (batch, T, nx, ny) -> loss (), r (batch, T, nx, ny), v (batch, T, 2, nx, ny)
-    w, extra = w.contiguous(), extra.contiguous()
-    if SELECTION.resolve(backend, w.device) == "fused":
-        return fused_forward(w, extra, viscosity, domain)
-    loss, r, velocity = reference_forward(w, extra, viscosity, domain)
-    return loss, r, velocity
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    # w, extra: (batch, T, nx, ny) -> loss (), r, v_x, v_y (batch, T, nx, ny)
+    forward, _ = _module(SELECTION.resolve(backend, w.device))
+    return forward(w.contiguous(), extra.contiguous(), viscosity, domain)
 
 
 @_loss.register_fake
 def _(w, extra, viscosity, domain, backend):
-    return w.new_empty(()), torch.empty_like(w), w.new_empty((*w.shape[:2], 2, *w.shape[2:]))
+    return w.new_empty(()), torch.empty_like(w), torch.empty_like(w), torch.empty_like(w)
 
 
 @torch.library.custom_op("nol_fast::navier_stokes_residual_loss_backward", mutates_args=())
 def _loss_backward(
-    grad_loss: Tensor, w: Tensor, extra: Tensor, r: Tensor, velocity: Tensor, viscosity: float,
-    domain: list[float], backend: str,
+    grad_loss: Tensor, w: Tensor, extra: Tensor, r: Tensor, vx: Tensor, vy: Tensor,
+    viscosity: float, domain: list[float], backend: str,
 ) -> tuple[Tensor, Tensor]:
-    if SELECTION.resolve(backend, w.device) == "fused":
-        return fused_backward(grad_loss, w, r, velocity, viscosity, domain)
-    return reference_backward(grad_loss, w, extra, viscosity, domain)
+    _, backward = _module(SELECTION.resolve(backend, w.device))
+    if backward is None:
+        return reference_backward(grad_loss, w, extra, viscosity, domain)
+    return backward(grad_loss, w.contiguous(), r.contiguous(), vx.contiguous(), vy.contiguous(),
+                    viscosity, domain)
 
 
 @_loss_backward.register_fake
-def _(grad_loss, w, extra, r, velocity, viscosity, domain, backend):
+def _(grad_loss, w, extra, r, vx, vy, viscosity, domain, backend):
     return torch.empty_like(w), torch.empty_like(extra)
 
 
 def _setup_context(ctx, inputs, output) -> None:
     w, extra, viscosity, domain, backend = inputs
-    _, r, velocity = output
-    ctx.save_for_backward(w, extra, r, velocity)
-    ctx.mark_non_differentiable(r, velocity)
+    _, r, vx, vy = output
+    ctx.save_for_backward(w, extra, r, vx, vy)
+    ctx.mark_non_differentiable(r, vx, vy)
     ctx.viscosity, ctx.domain, ctx.backend = viscosity, domain, backend
 
 
-def _backward(ctx, grad_loss, _grad_r, _grad_velocity):
-    w, extra, r, velocity = ctx.saved_tensors
-    grad_w, grad_extra = _loss_backward(grad_loss, w, extra, r, velocity, ctx.viscosity,
+def _backward(ctx, grad_loss, _grad_r, _grad_vx, _grad_vy):
+    w, extra, r, vx, vy = ctx.saved_tensors
+    grad_w, grad_extra = _loss_backward(grad_loss, w, extra, r, vx, vy, ctx.viscosity,
                                         ctx.domain, ctx.backend)
     return grad_w, grad_extra, None, None, None
 
@@ -140,5 +144,5 @@ def navier_stokes_residual_loss(
     if len(lengths) != 2 or not all(math.isfinite(x) and x > 0 for x in lengths):
         raise ValueError(f"domain must be one length or (Lx, Ly), all > 0, got {domain!r}")
     dtype = torch.float64 if torch.float64 in (w.dtype, extra.dtype) else torch.float32
-    loss, _, _ = _loss(w.to(dtype), extra.to(dtype), float(viscosity), lengths, backend or "auto")
+    loss, *_ = _loss(w.to(dtype), extra.to(dtype), float(viscosity), lengths, backend or "auto")
     return loss

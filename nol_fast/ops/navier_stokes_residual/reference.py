@@ -32,10 +32,12 @@ def spatial_residual(
 
 def reference_forward(
     w: Tensor, extra: Tensor, viscosity: float, domain: Sequence[float]
-) -> tuple[Tensor, Tensor, Tensor]:
-    """``(mean(r²), r, v)`` of :func:`spatial_residual`."""
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(mean(r²), r, v_x, v_y)`` of :func:`spatial_residual` (the components as tensors of
+    their own, the op's outputs)."""
     r, velocity = spatial_residual(w, extra, viscosity, domain)
-    return r.square().mean(), r, velocity
+    vx, vy = (velocity[:, :, d].clone(memory_format=torch.contiguous_format) for d in (0, 1))
+    return r.square().mean(), r, vx, vy
 
 
 def reference_backward(
