@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "darcy_residual.h"
 #include "multi_tensor_optim.h"
 #include "pointwise_epilogue.h"
 
@@ -108,6 +109,45 @@ void epilogue_backward(int64_t rows, int64_t cols, int64_t grad_out, int64_t act
                                         static_cast<nol_fast::Storage>(storage)};
   py::gil_scoped_release release;
   nol_fast::epilogue_backward(args, num_threads);
+nol_fast::DarcyGrid darcy_grid(int64_t planes, int64_t nx, int64_t ny, double hx, double hy,
+                               bool periodic_x, bool periodic_y, int radius,
+                               const std::vector<double>& table) {
+  return nol_fast::DarcyGrid{planes, nx, ny, hx, hy, periodic_x, periodic_y, radius, table};
+}
+
+nol_fast::ScalarType real_dtype(int dtype, const char* name) {
+  if (dtype != 0 && dtype != 1) {
+    throw std::invalid_argument(std::string(name) + ": dtype must be 0 (float32) or 1 (float64)");
+  }
+  return static_cast<nol_fast::ScalarType>(dtype);
+}
+
+void darcy_residual_forward_cpu(int64_t planes, int64_t nx, int64_t ny, double hx, double hy,
+                                bool periodic_x, bool periodic_y, int radius,
+                                const std::vector<double>& table, int dtype, int64_t u,
+                                int64_t a, int64_t f, double f_value, int64_t r, int64_t loss,
+                                int num_threads) {
+  const auto grid = darcy_grid(planes, nx, ny, hx, hy, periodic_x, periodic_y, radius, table);
+  const auto type = real_dtype(dtype, "darcy_residual_forward_cpu");
+  py::gil_scoped_release release;
+  nol_fast::darcy_residual_forward_cpu(grid, type, pointer<const void>(u), pointer<const void>(a),
+                                       pointer<const void>(f), f_value, pointer<void>(r),
+                                       pointer<void>(loss), num_threads);
+}
+
+void darcy_residual_backward_cpu(int64_t planes, int64_t nx, int64_t ny, double hx, double hy,
+                                 bool periodic_x, bool periodic_y, int radius,
+                                 const std::vector<double>& table, int dtype, int64_t grad_loss,
+                                 int64_t r, int64_t u, int64_t a, int64_t grad_u, int64_t grad_a,
+                                 int64_t grad_f, int num_threads) {
+  const auto grid = darcy_grid(planes, nx, ny, hx, hy, periodic_x, periodic_y, radius, table);
+  const auto type = real_dtype(dtype, "darcy_residual_backward_cpu");
+  py::gil_scoped_release release;
+  nol_fast::darcy_residual_backward_cpu(grid, type, pointer<const void>(grad_loss),
+                                        pointer<const void>(r), pointer<const void>(u),
+                                        pointer<const void>(a), pointer<void>(grad_u),
+                                        pointer<void>(grad_a), pointer<void>(grad_f),
+                                        num_threads);
 }
 
 #ifdef NOL_FAST_WITH_CUDA
@@ -198,6 +238,19 @@ PYBIND11_MODULE(_C, m) {
         py::arg("grad_pre"), py::arg("grad_bias"), py::arg("x"), py::arg("gamma"),
         py::arg("grad_gamma"), py::arg("grad_x"), py::arg("accumulate_x"), py::arg("skip"),
         py::arg("storage"), py::arg("num_threads"));
+  m.def("darcy_residual_forward_cpu", &darcy_residual_forward_cpu,
+        "The Darcy residual -div(a grad u) - f on 2-D planes and its mean square (see "
+        "nol_fast.ops.darcy_residual.cpu).",
+        py::arg("planes"), py::arg("nx"), py::arg("ny"), py::arg("hx"), py::arg("hy"),
+        py::arg("periodic_x"), py::arg("periodic_y"), py::arg("radius"), py::arg("table"),
+        py::arg("dtype"), py::arg("u"), py::arg("a"), py::arg("f"), py::arg("f_value"),
+        py::arg("r"), py::arg("loss"), py::arg("num_threads"));
+  m.def("darcy_residual_backward_cpu", &darcy_residual_backward_cpu,
+        "Gradients of the Darcy residual's mean square in u, a and f.",
+        py::arg("planes"), py::arg("nx"), py::arg("ny"), py::arg("hx"), py::arg("hy"),
+        py::arg("periodic_x"), py::arg("periodic_y"), py::arg("radius"), py::arg("table"),
+        py::arg("dtype"), py::arg("grad_loss"), py::arg("r"), py::arg("u"), py::arg("a"),
+        py::arg("grad_u"), py::arg("grad_a"), py::arg("grad_f"), py::arg("num_threads"));
 #ifdef NOL_FAST_WITH_CUDA
   m.attr("has_cuda") = true;
   m.def("multi_tensor_step_cuda", &multi_tensor_step_cuda,

@@ -300,3 +300,44 @@ def test_benchmark_e2e_table_and_json_agree(tmp_path, capsys, monkeypatch):
     assert results[e2e.OURS_FP32]["dtype"] == "float32"
     assert main(["benchmark", "e2e", "--setups", "huge"]) == 1
     assert "unknown e2e setup(s) ['huge']" in capsys.readouterr().err
+
+
+def test_benchmark_physics_prints_both_residuals_with_consistent_ratios(capsys):
+    assert main(["benchmark", "physics", "--repeat", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "fields 8x1x128x128" in lines[0] and "threads" in lines[0]
+    rows = {tuple(line.split()[:2]): line.split()[2:] for line in lines[3:-1]}
+    assert set(rows) == {(r, i) for r in ("navier_stokes", "darcy")
+                         for i in ("reference", "fused", "floor")}
+    for residual in ("navier_stokes", "darcy"):
+        ref, fused = rows[residual, "reference"], rows[residual, "fused"]
+        ratios = [float(x) for x in fused[3].rstrip("x").split("x/")]
+        for column, ratio in zip(range(3), ratios, strict=True):
+            assert ratio == pytest.approx(float(ref[column]) / float(fused[column]), rel=0.02,
+                                          abs=0.006)
+        assert rows[residual, "floor"][2] == "-"
+    assert main(["benchmark", "physics", "--residuals", "heat"]) == 1
+    assert "unknown residual(s) ['heat']; choose from: navier_stokes, darcy" in (
+        capsys.readouterr().err)
+
+
+def test_train_selects_the_physics_informed_loss_from_the_config(tmp_path):
+    config = {
+        "model": {"model_type": "fno", "n_modes": [4, 4], "hidden_channels": 8, "n_layers": 1},
+        "data": {"dataset": "darcy", "resolution": 9, "n_train": 8, "n_val": 4, "n_test": 4,
+                 "batch_size": 4, "normalize": True},
+        "training": {"epochs": 1, "batch_size": 4, "warmup_steps": 1,
+                     "loss": {"name": "physics_informed", "data_loss": "rel_l2",
+                              "pde": {"name": "darcy", "forcing": 1.0}, "pde_weight": 1e-3,
+                              "boundary": "dirichlet", "boundary_weight": 0.5}},
+    }
+    path = tmp_path / "pino.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(path), "--out", str(out)]) == 0
+    history = torch.load(out / "checkpoints/last.pt", weights_only=True)["history"]
+    for key in ("train_loss_data", "train_loss_pde", "train_loss_boundary", "val_loss_pde"):
+        assert len(history[key]) == 1 and history[key][0] > 0, key
+    assert (history["train_loss"][0] == pytest.approx(
+        history["train_loss_data"][0] + 1e-3 * history["train_loss_pde"][0]
+        + 0.5 * history["train_loss_boundary"][0], rel=1e-5))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import logging
 import os
 import sys
@@ -72,9 +73,11 @@ def _add_benchmark(subparsers) -> None:
         "'e2e': the whole FNO training step of nol_fast's Trainer (fp32 and its default "
         "precision) against neuraloperator's FNO in a minimal loop and in neuraloperator's "
         "Trainer, same weights, data, loss and optimizer, with peak memory and an accuracy "
-        "guard (CPU).",
+        "guard. 'physics': the fused Navier-Stokes and Darcy residuals against the "
+        "composition of the derivative operators, forward and backward, next to their floor.",
     )
-    parser.add_argument("op", choices=("spectral", "optim", "e2e"), help="what to time")
+    parser.add_argument("op", choices=("spectral", "optim", "e2e", "physics"),
+                        help="what to time")
     parser.add_argument("--repeat", type=int, default=None,
                         help="timed rounds (default: 20 for spectral; for optim 20 on fno, "
                         "5 on 10m; 5 for e2e)")
@@ -88,6 +91,12 @@ def _add_benchmark(subparsers) -> None:
                         "(2-D, 32x32, width 64) and c (1-D, 1024, width 64) (default: all)")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE",
                         help="e2e: also write the results to FILE as JSON")
+    parser.add_argument("--residuals", default="navier_stokes,darcy",
+                        help="physics: comma-separated residuals among navier_stokes and darcy "
+                        "(default: both)")
+    parser.add_argument("--clock", default="wall", choices=("wall", "cpu"),
+                        help="physics: wall time (default) or the process's CPU time, steadier "
+                        "on a machine shared with other jobs (CPU devices)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, ...")
     parser.set_defaults(handler=_benchmark)
 
@@ -190,6 +199,10 @@ def _benchmark(args: argparse.Namespace) -> int:
     if args.op == "spectral":
         from nol_fast.bench.spectral import run
         names = args.shapes
+    elif args.op == "physics":
+        from nol_fast.bench.physics import run
+        names = args.residuals
+        run = functools.partial(run, clock=args.clock)
     else:
         from nol_fast.bench.optim import run
         names = args.sets
