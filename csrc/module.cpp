@@ -109,6 +109,8 @@ void epilogue_backward(int64_t rows, int64_t cols, int64_t grad_out, int64_t act
                                         static_cast<nol_fast::Storage>(storage)};
   py::gil_scoped_release release;
   nol_fast::epilogue_backward(args, num_threads);
+}
+
 nol_fast::DarcyGrid darcy_grid(int64_t planes, int64_t nx, int64_t ny, double hx, double hy,
                                bool periodic_x, bool periodic_y, int radius,
                                const std::vector<double>& table) {
