@@ -104,7 +104,8 @@ def test_darcy_backend_selection(monkeypatch):
                                          r"reference, cpu, triton"):
         darcy_residual_loss(u, a, backend="fast")
     with pytest.raises(RuntimeError, match=r"'triton' is not available for cpu tensors \(runs on "
-                                           r"CUDA tensors only \(or CPU tensors with TRITON_INTERPRET=1\)\); "
+                                           r"CUDA tensors only \(or CPU tensors with "
+                                           r"TRITON_INTERPRET=1\)\); "
                                            r"available: reference, cpu"):
         darcy_residual_loss(u, a, backend="triton")
     from nol_fast.ops.darcy_residual import SELECTION
