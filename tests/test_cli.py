@@ -275,11 +275,16 @@ def test_data_generate_time_series_and_bad_options(tmp_path, capsys):
     assert "--set 'bogus=1'" in capsys.readouterr().err
 
 
-def test_benchmark_e2e_table_and_json_agree(tmp_path, capsys, monkeypatch):
+def test_benchmark_e2e_table_and_json_agree(tmp_path, capsys, monkeypatch, request):
     pytest.importorskip("neuralop")
     from nol_fast.bench import e2e
 
-    # A tiny setup: the table's shape, the JSON file and the guard, not the speed.
+    # A tiny setup: the table's shape, the JSON file and the guard, not the speed. One thread:
+    # steps this small spend two threads' time in OpenMP barriers, several times over when other
+    # jobs share the cores.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    request.addfinalizer(lambda: torch.set_num_threads(threads))
     monkeypatch.setitem(e2e.SETUPS, "tiny", e2e.Setup((4, 4), 8, 2, 2, (8, 8)))
     monkeypatch.setattr(e2e, "STEPS_PER_EPOCH", 2)
     monkeypatch.setattr(e2e, "GUARD_STEPS", 3)
