@@ -33,7 +33,7 @@ from nol_fast.training.callbacks import (
     ModelCheckpoint,
     TensorBoardLogger,
 )
-from nol_fast.training.losses import loss_from_name
+from nol_fast.training.losses import loss_from_config
 from nol_fast.training.optimizers import create_optimizer, create_scheduler
 
 logger = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ def build_trainer(config: Config, device: torch.device,
         train_loader = create_data_loader(data, split="train")
         val_loader = create_data_loader(data, split="val")
     parts = dict(model=model, train_loader=train_loader, val_loader=val_loader,
-                 optimizer=optimizer, scheduler=scheduler, loss_fn=loss_from_name(training.loss),
+                 optimizer=optimizer, scheduler=scheduler, loss_fn=loss_from_config(training.loss),
                  device=device, config=training)
     if not distributed:
         return Trainer(**parts)
