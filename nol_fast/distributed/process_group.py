@@ -194,13 +194,38 @@ def join_process_group(
         kwargs["timeout"] = timeout
     if settings.backend == "nccl" and device.type == "cuda":
         kwargs["device_id"] = device  # binds the communicator to this rank's GPU eagerly
+    store = _restart_store(settings, kwargs.get("timeout"))
+    if store is None:
+        kwargs["init_method"] = settings.init_method
+    else:
+        kwargs["store"] = store
     dist.init_process_group(
-        backend=settings.backend, init_method=settings.init_method,
-        world_size=settings.world_size, rank=settings.rank, **kwargs,
+        backend=settings.backend, world_size=settings.world_size, rank=settings.rank, **kwargs,
     )
     logger.debug("joined the process group as rank %d of %d (%s)", settings.rank,
                  settings.world_size, settings.backend)
     return True
+
+
+def _restart_store(
+    settings: ProcessGroupSettings, timeout: datetime.timedelta | None
+) -> dist.Store | None:
+    """The key-value store of a torchrun attempt, or None to let ``init_method`` make one.
+
+    torchrun's workers share its agent's store (``TORCHELASTIC_USE_AGENT_STORE``), which
+    outlives a restart (``--max-restarts``) with the keys of the failed attempt in it: a
+    restarted rank could read a dead rank's address from them and fail to connect. Each
+    attempt therefore works under its own key prefix (``TORCHELASTIC_RESTART_COUNT``).
+    """
+    env = os.environ
+    if settings.init_method != "env://" or env.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    store = dist.TCPStore(
+        env["MASTER_ADDR"], int(env["MASTER_PORT"]), settings.world_size, is_master=False,
+        timeout=timeout or datetime.timedelta(minutes=5),
+    )
+    return dist.PrefixStore(f"nol_fast/attempt_{env.get('TORCHELASTIC_RESTART_COUNT', '0')}",
+                            store)
 
 
 @contextlib.contextmanager
