@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from distributed_worker import (
     BATCH,
     N_TRAIN,
@@ -295,6 +297,49 @@ def test_mixed_precision_is_the_same_on_every_rank(tmp_path):
         # rank 1's gradient shard held an inf: every rank skipped the step and backed off
         assert result["skipped"] is True
         assert result["scale"] == 512.0
+
+
+# ------------------------------------------------------------------ launch
+
+
+def test_nol_fast_train_runs_under_torchrun(tmp_path, monkeypatch, capsys):
+    """``nol-fast train --config FILE`` on 2 ranks (ddp): rank 0 alone prints and writes the
+    run's files, and its test error of the best weights is what one process computes from the
+    best checkpoint (``nol-fast evaluate``)."""
+    from nol_fast.cli.main import main
+
+    config = {
+        "model": {"model_type": "fno", "n_modes": [6, 6], "hidden_channels": 8, "n_layers": 2},
+        "data": {"dataset": "heat", "resolution": 16, "n_train": 40, "n_val": 10,
+                 "n_test": 10, "batch_size": 5},
+        "training": {"epochs": 3, "optimizer": "sgd", "learning_rate": 0.5,
+                     "scheduler": "constant", "warmup_steps": 0, "save_frequency": 1},
+        "parallelism": {"strategy": "ddp"},
+    }
+    path, out = tmp_path / "c.yaml", tmp_path / "run"
+    path.write_text(yaml.safe_dump(config))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node=2", "--monitor-interval=0.2", "-m", "nol_fast", "train",
+               "--config", str(path), "--out", str(out), "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NOL_FAST_CACHE_DIR": str(tmp_path / "cache"),
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(command, env=env, capture_output=True, text=True,
+                            timeout=LAUNCH_TIMEOUT, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-6000:]
+    assert result.stdout.count("final validation relative L2 error") == 1
+    trained = re.search(r"test relative L2 error \(best weights\): (\S+)%", result.stdout)
+    for name in ("config.yaml", "report.png", "checkpoints/best.pt", "checkpoints/last.pt",
+                 "checkpoints/epoch_003.pt"):
+        assert (out / name).is_file(), name
+    state = torch.load(out / "checkpoints/last.pt", weights_only=True)
+    assert state["epoch"] == 3 and state["distributed"]["world_size"] == 2
+
+    # Oracle: one process evaluates the best checkpoint on the same (cached) test split.
+    monkeypatch.setenv("NOL_FAST_CACHE_DIR", env["NOL_FAST_CACHE_DIR"])
+    assert main(["evaluate", str(out / "checkpoints/best.pt"), "--split", "test",
+                 "--device", "cpu"]) == 0
+    evaluated = re.search(r"relative L2 error=(\S+)%", capsys.readouterr().out)
+    assert float(evaluated.group(1)) == pytest.approx(float(trained.group(1)), abs=2e-4)
 
 
 def _saved_position(saved: Path, strategy: str) -> dict:
