@@ -143,11 +143,12 @@ def fit(out: Path, options: dict[str, Any]) -> None:
 
 
 def preempt(out: Path, options: dict[str, Any]) -> None:
-    """Like :func:`fit`, but ``signal_rank`` sends itself SIGTERM mid-epoch; ends in
-    TrainingPreempted (exit status 143)."""
+    """Like :func:`fit`, but ``signal_rank`` sends itself ``signal`` (a name) mid-epoch; ends
+    in TrainingPreempted (exit status 128 + the signal's number)."""
     trainer = make_trainer(options, preemption_checkpoint=out / "preempted")
     epoch, batch = options["signal_at"]
-    callbacks = [SignalAt(options["signal_rank"], epoch, batch, signal.SIGTERM),
+    signum = signal.Signals[options["signal"]]
+    callbacks = [SignalAt(options["signal_rank"], epoch, batch, signum),
                  ModelCheckpoint(str(out / "last.pt"))]
     trainer.train(options["epochs"], callbacks=callbacks)
 

@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 BACKENDS = ("nccl", "gloo", "mpi", "ucc", "xccl")
 #: Environment variables of torchrun that the settings are read from.
 ENV_NAMES = {"world_size": "WORLD_SIZE", "rank": "RANK", "local_rank": "LOCAL_RANK"}
+#: Process groups this process has created through torchrun's store (see _restart_store).
+_groups_joined = 0
 
 
 @dataclass(frozen=True)
@@ -215,8 +217,11 @@ def _restart_store(
     torchrun's workers share its agent's store (``TORCHELASTIC_USE_AGENT_STORE``), which
     outlives a restart (``--max-restarts``) with the keys of the failed attempt in it: a
     restarted rank could read a dead rank's address from them and fail to connect. Each
-    attempt therefore works under its own key prefix (``TORCHELASTIC_RESTART_COUNT``).
+    attempt therefore works under its own key prefix (``TORCHELASTIC_RESTART_COUNT``), and so
+    does each process group an attempt creates after destroying the previous one (every rank
+    creates them in the same order).
     """
+    global _groups_joined
     env = os.environ
     if settings.init_method != "env://" or env.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
         return None
@@ -224,8 +229,9 @@ def _restart_store(
         env["MASTER_ADDR"], int(env["MASTER_PORT"]), settings.world_size, is_master=False,
         timeout=timeout or datetime.timedelta(minutes=5),
     )
-    return dist.PrefixStore(f"nol_fast/attempt_{env.get('TORCHELASTIC_RESTART_COUNT', '0')}",
-                            store)
+    _groups_joined += 1
+    attempt = env.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return dist.PrefixStore(f"nol_fast/attempt_{attempt}/group_{_groups_joined}", store)
 
 
 @contextlib.contextmanager
