@@ -2,16 +2,19 @@
 
 ``python -m torch.distributed.run --standalone --nproc_per_node N tests/distributed_worker.py
 SCENARIO OUT_DIR '{"option": ...}'``. Every rank writes what the test compares to
-``OUT_DIR/rank<r>.pt``. The builders (data, model, optimizer, loaders) are shared with the
+``OUT_DIR/rank<r>.pt``; the scenario ``several`` runs a list of them in one launch, which saves
+the start-up of the processes. The builders (data, model, optimizer, loaders) are shared with the
 single-process oracles of tests/test_distributed.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -104,8 +107,9 @@ class StopOnOneRank(TrainingCallback):
             trainer.stop_training = True
 
 
-def count_writes() -> list[str]:
-    """Record every file this process writes through nol_fast's atomic writes."""
+@contextlib.contextmanager
+def counted_writes() -> Iterator[list[str]]:
+    """Record every file this process writes through nol_fast's atomic writes in the block."""
     written: list[str] = []
     write = serialization.atomic_write
 
@@ -114,7 +118,10 @@ def count_writes() -> list[str]:
         write(path, fill)
 
     serialization.atomic_write = counted
-    return written
+    try:
+        yield written
+    finally:
+        serialization.atomic_write = write
 
 
 def report(out: Path, trainer: DistributedTrainer, history: dict, **extra: Any) -> None:
@@ -129,15 +136,16 @@ def report(out: Path, trainer: DistributedTrainer, history: dict, **extra: Any) 
 def fit(out: Path, options: dict[str, Any]) -> None:
     """Train for ``epochs``, with the callbacks that write: the best weights, TensorBoard
     logs, a checkpoint of every epoch and the last one."""
-    written = count_writes()
-    trainer = make_trainer(options)
-    callbacks = [
-        ModelCheckpoint(str(out / "best_weights.pt"), save_best_only=True, save_weights_only=True),
-        TensorBoardLogger(str(out / "tb"), log_frequency=2),
-        ModelCheckpoint(str(out / "epoch{epoch}")),
-        ModelCheckpoint(str(out / "last.pt")),
-    ]
-    history = trainer.train(options["epochs"], callbacks=callbacks)
+    with counted_writes() as written:
+        trainer = make_trainer(options)
+        callbacks = [
+            ModelCheckpoint(str(out / "best_weights.pt"), save_best_only=True,
+                            save_weights_only=True),
+            TensorBoardLogger(str(out / "tb"), log_frequency=2),
+            ModelCheckpoint(str(out / "epoch{epoch}")),
+            ModelCheckpoint(str(out / "last.pt")),
+        ]
+        history = trainer.train(options["epochs"], callbacks=callbacks)
     report(out, trainer, history, written=written)
     trainer.close()
 
@@ -227,7 +235,15 @@ def amp(out: Path, options: dict[str, Any]) -> None:
     trainer.close()
 
 
-SCENARIOS = {f.__name__: f for f in (fit, preempt, resume, crash, early_stop, amp)}
+def several(out: Path, options: dict[str, Any]) -> None:
+    """Run scenarios one after another in this launch, each with its own process group:
+    ``runs`` lists ``[scenario, subdirectory of out, options]``."""
+    for name, subdirectory, run_options in options["runs"]:
+        (out / subdirectory).mkdir(parents=True, exist_ok=True)
+        SCENARIOS[name](out / subdirectory, run_options)
+
+
+SCENARIOS = {f.__name__: f for f in (fit, preempt, resume, crash, early_stop, amp, several)}
 
 
 if __name__ == "__main__":

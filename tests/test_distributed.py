@@ -118,18 +118,36 @@ def assert_history_close(ours: dict, theirs: dict, rtol: float = 1e-5) -> None:
                                    rtol=rtol, atol=1e-7, msg=name)
 
 
+#: Option sets trained with gradient accumulation (2 micro-batches per step).
+OPTION_SETS = {
+    "fsdp-checkpointing": {"strategy": "fsdp", "activation_checkpointing": True,
+                           "reshard_after_forward": False},
+    "hsdp-2x1": {"strategy": "hsdp", "shard_size": 1},
+    "ddp-static": {"strategy": "ddp", "static_graph": True, "gradient_as_bucket_view": False},
+}
+ACCUMULATION = {"gradient_accumulation_steps": 2}
+
+
 @pytest.fixture(scope="module")
-def ddp_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ddp")
-    torchrun("fit", out, {"epochs": EPOCHS, "parallelism": {"strategy": "ddp"}})
+def runs(tmp_path_factory):
+    """One launch: ddp and fsdp for EPOCHS epochs, then each of OPTION_SETS for 2 epochs."""
+    out = tmp_path_factory.mktemp("runs")
+    plan = [["fit", name, {"epochs": EPOCHS, "parallelism": {"strategy": name}}]
+            for name in ("ddp", "fsdp")]
+    plan += [["fit", name, {"epochs": 2, "parallelism": parallelism, "config": ACCUMULATION}]
+             for name, parallelism in OPTION_SETS.items()]
+    torchrun("several", out, {"runs": plan})
     return out
 
 
 @pytest.fixture(scope="module")
-def fsdp_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("fsdp")
-    torchrun("fit", out, {"epochs": EPOCHS, "parallelism": {"strategy": "fsdp"}})
-    return out
+def ddp_run(runs):
+    return runs / "ddp"
+
+
+@pytest.fixture(scope="module")
+def fsdp_run(runs):
+    return runs / "fsdp"
 
 
 @pytest.fixture(scope="module")
@@ -158,18 +176,17 @@ def test_fsdp_matches_one_process_with_the_combined_batch(fsdp_run, one_process)
     assert_history_close(results[0]["history"], history)
 
 
-@pytest.mark.parametrize("parallelism", [
-    {"strategy": "fsdp", "activation_checkpointing": True, "reshard_after_forward": False},
-    {"strategy": "hsdp", "shard_size": 1},
-    {"strategy": "ddp", "static_graph": True, "gradient_as_bucket_view": False},
-], ids=["fsdp-checkpointing", "hsdp-2x1", "ddp-static"])
-def test_strategy_options_keep_the_one_process_weights(tmp_path, parallelism):
+@pytest.fixture(scope="module")
+def one_process_accumulating():
+    return oracle(epochs=2, **ACCUMULATION)
+
+
+@pytest.mark.parametrize("name", OPTION_SETS)
+def test_strategy_options_keep_the_one_process_weights(runs, name, one_process_accumulating):
     """Gradient accumulation (2 micro-batches: no_sync / no reduce-scatter on the first)
     with each option set against the one-process run with the same accumulation."""
-    config = {"gradient_accumulation_steps": 2}
-    torchrun("fit", tmp_path, {"epochs": 2, "parallelism": parallelism, "config": config})
-    history, weights = oracle(epochs=2, **config)
-    results = ranks(tmp_path)
+    history, weights = one_process_accumulating
+    results = ranks(runs / name)
     assert_weights_close(results[0]["weights"], weights)
     assert_same_history_on_all_ranks(results)
     assert_history_close(results[0]["history"], history)
@@ -282,18 +299,26 @@ def test_a_killed_rank_is_recovered_by_torchrun_restarts(ddp_run, tmp_path):
 # ------------------------------------------------------------------ shared decisions
 
 
-def test_early_stopping_stops_both_ranks_at_the_same_epoch(tmp_path):
-    torchrun("early_stop", tmp_path, {"parallelism": {"strategy": "ddp"}})
-    for result in ranks(tmp_path):
+@pytest.fixture(scope="module")
+def shared_runs(tmp_path_factory):
+    """One launch: the early-stopping and the mixed-precision scenarios."""
+    out = tmp_path_factory.mktemp("shared")
+    options = {"parallelism": {"strategy": "ddp"}}
+    torchrun("several", out, {"runs": [["early_stop", "early_stop", options],
+                                       ["amp", "amp", options]]})
+    return out
+
+
+def test_early_stopping_stops_both_ranks_at_the_same_epoch(shared_runs):
+    for result in ranks(shared_runs / "early_stop"):
         assert result["stopped_epoch"] == 1
         assert len(result["first"]["train_loss"]) == 2
         # a callback that stopped rank 1 only: both ranks stopped after epoch 2, none hung
         assert len(result["second"]["train_loss"]) == 2
 
 
-def test_mixed_precision_is_the_same_on_every_rank(tmp_path):
-    torchrun("amp", tmp_path, {"parallelism": {"strategy": "ddp"}})
-    for result in ranks(tmp_path):
+def test_mixed_precision_is_the_same_on_every_rank(shared_runs):
+    for result in ranks(shared_runs / "amp"):
         assert result["agreed"] == {"bf16+fp16": "torch.float16", "bf16+fp32": "None",
                                     "same": "torch.bfloat16"}
         # rank 1's gradient shard held an inf: every rank skipped the step and backed off

@@ -45,12 +45,11 @@ def gather(obj: Any, group: Any) -> list[Any]:
 
 
 def weighted_means(
-    metrics: Mapping[str, float], weight: float, group: Any, sums: tuple[str, ...] = ()
+    metrics: Mapping[str, float], weight: float, group: Any
 ) -> tuple[dict[str, float], float]:
     """Means of every rank's ``metrics`` weighted by each rank's ``weight``, and the total weight.
 
-    Metrics named in ``sums`` are added up instead (counts such as skipped steps). A rank of
-    weight 0 contributes nothing; a metric no rank with weight logs is NaN.
+    A rank of weight 0 contributes nothing; a metric no rank with weight logs is NaN.
 
     Examples
     --------
@@ -62,9 +61,6 @@ def weighted_means(
     names = list(dict.fromkeys(name for values, _ in gathered for name in values))
     result = {}
     for name in names:
-        if name in sums:
-            result[name] = float(sum(values.get(name, 0.0) for values, _ in gathered))
-            continue
         weighted = [(values[name], w) for values, w in gathered if name in values and w > 0]
         part = sum(w for _, w in weighted)
         result[name] = sum(v * w for v, w in weighted) / part if part > 0 else float("nan")
