@@ -40,18 +40,43 @@ def test_trainer_signatures():
     assert inspect.signature(Trainer.load_checkpoint).parameters["load_optimizer"].default
 
 
-def test_distributed_parts_import_and_explain_themselves():
-    from nol_fast.distributed.strategies import create_parallelism_strategy
+def test_distributed_parts_import_and_explain_themselves(monkeypatch):
+    from nol_fast.distributed.strategies import ParallelismStrategy, create_parallelism_strategy
     from nol_fast.training import DistributedTrainer
 
     assert issubclass(DistributedTrainer, Trainer)
     for name in ("world_size", "rank", "local_rank", "backend", "init_method", "strategy"):
         assert name in names(DistributedTrainer.__init__)
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
     model = torch.nn.Linear(1, 1)
-    with pytest.raises(NotImplementedError, match="distributed-training release"):
-        DistributedTrainer(model=model, train_loader=[], world_size=2, rank=0)
-    with pytest.raises(NotImplementedError, match="distributed-training release"):
-        create_parallelism_strategy(config={"strategy": "ddp"}, world_size=2)
+    with pytest.raises(ValueError, match="MASTER_ADDR and MASTER_PORT"):
+        DistributedTrainer(model=model, train_loader=[], world_size=2, rank=0, backend="gloo")
+    with pytest.raises(ValueError, match="world_size and rank not given"):
+        DistributedTrainer(model=model, train_loader=[], backend="gloo")
+    with pytest.raises(ValueError, match=r"rank must be in \[0, world_size=2\), got 2"):
+        DistributedTrainer(model=model, train_loader=[], world_size=2, rank=2, backend="gloo")
+    # given values that disagree with torchrun's environment are each named
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(ValueError) as error:
+        DistributedTrainer(model=model, train_loader=[], world_size=2, rank=1, local_rank=0,
+                           backend="gloo")
+    message = str(error.value)
+    assert "world_size=2 (argument) but WORLD_SIZE=4" in message
+    assert "local_rank=0 (argument) but LOCAL_RANK=1" in message
+    assert "rank=1" not in message.replace("local_rank", "")
+
+    strategy = create_parallelism_strategy(config={"strategy": "ddp"}, world_size=2)
+    assert isinstance(strategy, ParallelismStrategy) and strategy.name == "ddp"
+    assert create_parallelism_strategy(None, world_size=1).name == "none"
+    with pytest.raises(ValueError, match="unknown option.*'bucket_mb'.*bucket_cap_mb"):
+        create_parallelism_strategy({"strategy": "ddp", "bucket_mb": 1}, world_size=2)
+    with pytest.raises(ValueError, match="strategy 'none'.*world_size 1"):
+        create_parallelism_strategy({"strategy": "none"}, world_size=2)
+    with pytest.raises(ValueError, match="shard_size' must divide world_size 4"):
+        create_parallelism_strategy({"strategy": "hsdp", "shard_size": 3}, world_size=4)
 
 
 def test_factory_defaults():

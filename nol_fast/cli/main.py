@@ -1,18 +1,22 @@
 """The ``nol-fast`` command line: train, evaluate and inspect.
 
 ``nol-fast train`` with no arguments runs the built-in default experiment; ``--config FILE``
-takes a config file in the layout of :class:`nol_fast.config.Config`.
+takes a config file in the layout of :class:`nol_fast.config.Config`. Under ``torchrun
+--nproc_per_node N -m nol_fast train ...`` (or ``torchrun ... $(which nol-fast) train ...``)
+it trains on N processes with the config's ``parallelism`` strategy.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import logging
 import os
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import yaml
@@ -35,8 +39,12 @@ def _add_train(subparsers) -> None:
                         help="output directory (default: runs/<dataset>-<model>)")
     parser.add_argument("--epochs", type=int, help="override training.epochs")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--resume", action="store_true",
+    resume = parser.add_mutually_exclusive_group()
+    resume.add_argument("--resume", action="store_true",
                         help="continue from <out>/checkpoints/last.pt")
+    resume.add_argument("--auto-resume", action="store_true",
+                        help="continue from <out>/checkpoints/last.pt when it exists, start "
+                        "afresh otherwise (for batch jobs that may be requeued)")
     parser.add_argument("--print-config", action="store_true",
                         help="print the effective config as YAML and exit")
     parser.set_defaults(handler=_train)
@@ -48,11 +56,26 @@ def _add_evaluate(subparsers) -> None:
         description="Evaluate a checkpoint written by 'nol-fast train'. The config defaults to "
         "the config.yaml of the run that wrote the checkpoint.",
     )
-    parser.add_argument("checkpoint", type=Path, help="checkpoint file (.pt)")
+    parser.add_argument("checkpoint", type=Path,
+                        help="checkpoint file (.pt) or sharded checkpoint directory")
     parser.add_argument("--config", type=Path, help="config file (default: the run's config.yaml)")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--device", default="auto")
     parser.set_defaults(handler=_evaluate)
+
+
+def _add_checkpoint(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "checkpoint", help="convert checkpoints",
+        description="Work on checkpoints. 'consolidate' turns a sharded checkpoint (a "
+        "directory written by the fsdp and hsdp strategies) into one file that 'nol-fast "
+        "evaluate', Trainer.load_checkpoint and a run on one process read.",
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    consolidate = actions.add_parser("consolidate", help="sharded checkpoint -> one file")
+    consolidate.add_argument("sharded", type=Path, help="sharded checkpoint directory")
+    consolidate.add_argument("out", type=Path, help="checkpoint file to write (.pt)")
+    consolidate.set_defaults(handler=_consolidate)
 
 
 def _add_info(subparsers) -> None:
@@ -110,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_train(subparsers)
     _add_evaluate(subparsers)
+    _add_checkpoint(subparsers)
     _add_info(subparsers)
     _add_benchmark(subparsers)
     data_cli.add_parser(subparsers)
@@ -124,7 +148,7 @@ def _load_config(path: Path | None):
 
 
 def _train(args: argparse.Namespace) -> int:
-    from nol_fast.cli.run import resolve_device, run_experiment
+    from nol_fast.cli.run import run_experiment, training_device
 
     config = _load_config(args.config)
     if args.epochs is not None:
@@ -135,7 +159,12 @@ def _train(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / (
         f"{config.data.get('dataset', 'data')}-{config.model.get('model_type', 'model')}"
     )
-    result = run_experiment(config, out, resolve_device(args.device), resume=args.resume)
+    if int(os.environ.get("RANK", "0")) != 0:  # one log of the run, from global rank 0
+        logging.getLogger("nol_fast").setLevel(logging.WARNING)
+    resume = "auto" if args.auto_resume else args.resume
+    result = run_experiment(config, out, training_device(args.device), resume=resume)
+    if result.rank != 0:
+        return 0
     print(f"final validation relative L2 error: {result.final_val_rel_l2:.4%}")
     print(f"best validation relative L2 error:  {result.best_val_rel_l2:.4%}")
     print(f"test relative L2 error (best weights): {result.test_metrics['rel_l2']:.4%}")
@@ -155,11 +184,36 @@ def _evaluate(args: argparse.Namespace) -> int:
         )
     config = _load_config(config_path)
     trainer = build_trainer(config, resolve_device(args.device))
-    trainer.load_checkpoint(str(args.checkpoint), load_optimizer=False)
+    with _one_file(args.checkpoint) as checkpoint:
+        trainer.load_checkpoint(str(checkpoint), load_optimizer=False)
     data = {"batch_size": config.training.batch_size, **config.data.to_dict()}
     metrics = trainer.evaluate(create_data_loader(data, split=args.split))
     print(f"{args.split}: loss={metrics['loss']:.6g} relative L2 error={metrics['rel_l2']:.4%} "
           f"({metrics['n_samples']} samples, checkpoint epoch {trainer.epoch})")
+    return 0
+
+
+@contextlib.contextmanager
+def _one_file(checkpoint: Path) -> Iterator[Path]:
+    """The checkpoint file, or a sharded checkpoint consolidated into a temporary file."""
+    from nol_fast.distributed.checkpoints import consolidate, is_sharded_checkpoint
+
+    if not is_sharded_checkpoint(checkpoint):
+        yield checkpoint
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "consolidated.pt"
+        consolidate(checkpoint, path)
+        yield path
+
+
+def _consolidate(args: argparse.Namespace) -> int:
+    from nol_fast.distributed.checkpoints import consolidate
+
+    state = consolidate(args.sharded, args.out)
+    print(f"wrote {args.out}: epoch {state['epoch']}, "
+          f"{len(state['model'])} model tensors, optimizer state "
+          f"{'included' if state['optimizer'] is not None else 'not saved'}")
     return 0
 
 

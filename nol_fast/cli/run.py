@@ -1,8 +1,16 @@
-"""Build and run an experiment from a :class:`~nol_fast.config.Config` (``nol-fast train``)."""
+"""Build and run an experiment from a :class:`~nol_fast.config.Config` (``nol-fast train``).
+
+Under torchrun (``torchrun --nproc_per_node N -m nol_fast train ...``) every process builds a
+:class:`~nol_fast.training.DistributedTrainer` with the strategy of the config's
+``parallelism`` section; global rank 0 generates the data set first (the others then read the
+cache) and alone writes the config, the report and the printed summary.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -14,9 +22,11 @@ import torch
 
 from nol_fast.config import Config
 from nol_fast.data import create_data_loader
+from nol_fast.distributed import process_group
+from nol_fast.distributed.strategies import create_parallelism_strategy
 from nol_fast.models import create_model
 from nol_fast.plotting import plot_training_report
-from nol_fast.training import Trainer
+from nol_fast.training import DistributedTrainer, Trainer
 from nol_fast.training.callbacks import (
     EarlyStopping,
     MetricsTracker,
@@ -37,6 +47,7 @@ class RunResult:
     test_metrics: dict[str, Any]
     out_dir: Path
     seconds: float
+    rank: int = 0  # global rank of this process (0 without torchrun)
 
     @property
     def best_val_rel_l2(self) -> float:
@@ -57,6 +68,21 @@ def resolve_device(name: str | None) -> torch.device:
     return device
 
 
+def launched_by_torchrun() -> bool:
+    """Whether this process is a torchrun worker (torchrun sets ``LOCAL_RANK`` and
+    ``WORLD_SIZE``)."""
+    return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def training_device(name: str | None) -> torch.device:
+    """:func:`resolve_device`, or under torchrun the device of the local rank (``'auto'``:
+    its GPU, or the CPU)."""
+    if not launched_by_torchrun():
+        return resolve_device(name)
+    local_rank = process_group.resolve_settings().local_rank
+    return process_group.resolve_device(None if name in (None, "auto") else name, local_rank)
+
+
 def seed_everything(seed: int) -> None:
     """Seed python's, numpy's and torch's global generators (model initialisation, dropout)."""
     random.seed(seed)
@@ -64,8 +90,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_trainer(config: Config, device: torch.device) -> Trainer:
-    """Model, loaders, optimizer and scheduler from the config, assembled into a Trainer."""
+def build_trainer(config: Config, device: torch.device,
+                  preemption_checkpoint: str | None = None) -> Trainer:
+    """Model, loaders, optimizer and scheduler from the config, assembled into a Trainer.
+
+    Under torchrun it is a :class:`DistributedTrainer` with the strategy of
+    ``config.parallelism`` that saves to ``preemption_checkpoint`` when preempted; the process
+    group must be initialised (:func:`run_experiment` does it).
+    """
     training = config.training
     if training.seed is not None:
         seed_everything(training.seed)
@@ -75,44 +107,69 @@ def build_trainer(config: Config, device: torch.device) -> Trainer:
         model.parameters(), training.optimizer, training.learning_rate, training.weight_decay
     )
     scheduler = create_scheduler(optimizer, training.scheduler, training.warmup_steps)
-    return Trainer(
-        model=model,
-        train_loader=create_data_loader(data, split="train"),
-        val_loader=create_data_loader(data, split="val"),
-        optimizer=optimizer,
-        scheduler=scheduler,
-        loss_fn=loss_from_config(training.loss),
-        device=device,
-        config=training,
-    )
+    distributed = launched_by_torchrun()
+    # The first call may generate and cache the data set: rank 0 does it alone.
+    with process_group.main_process_first() if distributed else contextlib.nullcontext():
+        train_loader = create_data_loader(data, split="train")
+        val_loader = create_data_loader(data, split="val")
+    parts = dict(model=model, train_loader=train_loader, val_loader=val_loader,
+                 optimizer=optimizer, scheduler=scheduler, loss_fn=loss_from_config(training.loss),
+                 device=device, config=training)
+    if not distributed:
+        return Trainer(**parts)
+    strategy = create_parallelism_strategy(config.parallelism, int(os.environ["WORLD_SIZE"]))
+    return DistributedTrainer(**parts, strategy=strategy,
+                              preemption_checkpoint=preemption_checkpoint)
 
 
 def run_experiment(
-    config: Config, out_dir: str | Path, device: torch.device, resume: bool = False
+    config: Config, out_dir: str | Path, device: torch.device, resume: bool | str = False
 ) -> RunResult:
     """Train as configured, writing checkpoints, TensorBoard logs, a PNG report and the config.
 
     Files in ``out_dir``: ``config.yaml``, ``checkpoints/last.pt`` (every epoch, for
     ``--resume``), ``checkpoints/best.pt`` (best validation loss),
     ``checkpoints/epoch_NNN.pt`` (every ``save_frequency`` epochs), ``tensorboard/`` and
-    ``report.png``.
+    ``report.png``. Under the fsdp and hsdp strategies each checkpoint is a directory of
+    shards.
+
+    ``resume``: True continues from ``checkpoints/last.pt`` (which must exist); ``'auto'``
+    continues from it when it exists and starts afresh otherwise. A run that torchrun
+    restarts after a failure always continues from it. Under torchrun a SIGTERM or SIGUSR1
+    makes all ranks save ``checkpoints/last.pt`` at the same step and exit with status
+    ``128 + signal``.
     """
+    if not launched_by_torchrun():
+        return _run(config, Path(out_dir), device, resume)
+    settings = process_group.resolve_settings()
+    created = process_group.join_process_group(settings, device)
+    try:
+        if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0 and resume is False:
+            resume = "auto"  # a restart continues the failed attempt
+        return _run(config, Path(out_dir), device, resume, rank=settings.rank)
+    finally:
+        if created:
+            process_group.leave_process_group()
+
+
+def _run(config: Config, out_dir: Path, device: torch.device, resume: bool | str,
+         rank: int = 0) -> RunResult:
     start = time.perf_counter()
-    out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoints"
-    trainer = build_trainer(config, device)
     last = ckpt_dir / "last.pt"
-    if resume:
-        if not last.is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint to resume from at {last}")
+    trainer = build_trainer(config, device, preemption_checkpoint=str(last))
+    if resume is True and not last.exists():
+        raise FileNotFoundError(f"--resume: no checkpoint to resume from at {last}")
+    if resume and last.exists():
         trainer.load_checkpoint(str(last))
-    elif last.is_file():
+    elif last.exists() and rank == 0:
         logger.warning(
             "%s already holds a run; starting afresh and overwriting its checkpoints "
             "(--resume continues it instead)", out_dir,
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    config.save(out_dir / "config.yaml")
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        config.save(out_dir / "config.yaml")
 
     training = config.training
     callbacks = [
@@ -129,18 +186,18 @@ def run_experiment(
     ]
     logger.info(
         "training %s on %s (%d parameters) on %s for %d epochs",
-        type(trainer.model).__name__, config.data.get("dataset"),
-        sum(p.numel() for p in trainer.model.parameters()), device, training.epochs,
+        type(trainer.unwrapped_model).__name__, config.data.get("dataset"),
+        sum(p.numel() for p in trainer.unwrapped_model.parameters()), device, training.epochs,
     )
     history = trainer.train(epochs=training.epochs, callbacks=callbacks)
 
     test_data = {"batch_size": training.batch_size, **config.data.to_dict()}
     test_loader = create_data_loader(test_data, split="test")
     test_metrics = trainer.evaluate(test_loader, return_predictions=True)
-    x, y = next(iter(test_loader))
-    if trainer.normalizer is not None:  # show the input in physical units
-        x = trainer.normalizer.decode_input(x.to(trainer.device)).cpu()
-    plot_training_report(
-        history, x[0], y[0], test_metrics.pop("predictions")[0], out_dir / "report.png"
-    )
-    return RunResult(history, test_metrics, out_dir, time.perf_counter() - start)
+    predictions = test_metrics.pop("predictions")
+    if rank == 0:
+        x, y = next(iter(test_loader))
+        if trainer.normalizer is not None:  # show the input in physical units
+            x = trainer.normalizer.decode_input(x.to(trainer.device)).cpu()
+        plot_training_report(history, x[0], y[0], predictions[0], out_dir / "report.png")
+    return RunResult(history, test_metrics, out_dir, time.perf_counter() - start, rank)

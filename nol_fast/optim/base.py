@@ -9,6 +9,7 @@ and hyper-parameters they call it with (:meth:`MultiTensorOptimizer._group_step`
 from __future__ import annotations
 
 import operator
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -109,6 +110,9 @@ class MultiTensorOptimizer(Optimizer):
             exp_avgs, exp_avg_sqs, maxima, steps = (list(column) for column in columns)
             max_exp_avg_sqs = [] if maxima[0] is None else maxima
             lists = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps)
+            dtensor = _dtensor_class()
+            if dtensor is not None and isinstance(params[0], dtensor):
+                lists = _local_shards(lists, dtensor)
             self._group_step(group, lists, grad_scale, found_inf)
         return loss
 
@@ -146,3 +150,21 @@ class MultiTensorOptimizer(Optimizer):
     ) -> None:
         """Update one parameter group's tensors with the algorithm's multi-tensor op."""
         raise NotImplementedError
+
+
+def _dtensor_class() -> type | None:
+    """``DTensor`` if torch's distributed tensors are in use (their module is imported), else
+    None; importing that module only to find out would add seconds to every start-up."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return None if module is None else module.DTensor
+
+
+def _local_shards(lists: tuple[list[Tensor], ...], dtensor: type) -> tuple[list[Tensor], ...]:
+    """The lists with each DTensor (FSDP2's sharded parameters, their gradients and the state
+    made for them) as its local shard.
+
+    The update is elementwise, so each rank updates its own shard, in place, and the step ops
+    see plain tensors; under ``no_grad`` ``to_local`` returns the shard itself. The state
+    stays a DTensor, so sharded checkpoints save it as such.
+    """
+    return tuple([t.to_local() if isinstance(t, dtensor) else t for t in seq] for seq in lists)

@@ -7,11 +7,14 @@ and the per-step scheduler. Losses accumulate on the device and are read back on
 ``sync_frequency`` batches and at the end of the epoch, so the loop does not wait on the device
 per step. Device placement (:meth:`Trainer.place_model`), checkpoint writing
 (:meth:`Trainer.save_checkpoint`) and callback dispatch (:class:`CallbackList`) each live in one
-overridable place, which is where distributed training plugs in.
+overridable place, which is where distributed training plugs in; so do the loop's hooks
+(:meth:`Trainer._epoch_batches`, :meth:`Trainer._gradient_sync`, :meth:`Trainer._stop_requested`,
+:meth:`Trainer._loss_is_finite`), which do nothing on one process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import math
@@ -174,6 +177,27 @@ class Trainer:
         """Move the model to the training device (distributed trainers wrap it here)."""
         return model.to(self.device)
 
+    @property
+    def unwrapped_model(self) -> nn.Module:
+        """The model without the wrapper :meth:`place_model` may have put around it (DDP)."""
+        return self.model
+
+    def model_state_dict(self) -> dict[str, Any]:
+        """The model's weights as a plain state dict, the form checkpoints hold.
+
+        A distributed trainer gathers sharded weights into full tensors and strips its wrapper's
+        key prefixes, so the result loads into the model on one process.
+        """
+        return self.unwrapped_model.state_dict()
+
+    def load_model_state_dict(self, state: dict[str, Any]) -> None:
+        """Load weights in the form :meth:`model_state_dict` returns."""
+        self.unwrapped_model.load_state_dict(state)
+
+    def save_weights(self, filepath: str) -> None:
+        """Write :meth:`model_state_dict` to ``filepath`` atomically (a plain state dict file)."""
+        atomic_save(self.model_state_dict(), filepath)
+
     # ------------------------------------------------------------------ public API
     def train(
         self, epochs: int, callbacks: list[TrainingCallback] | None = None
@@ -195,7 +219,7 @@ class Trainer:
         those epochs (1-based) in ``'val_epoch'``.
         """
         epochs = as_int(epochs, "epochs", minimum=1)
-        self.callbacks = CallbackList(callbacks)
+        self.callbacks = self._callback_list(callbacks)
         self.callbacks.start_run(carried=self._run_callbacks + self._restore_callback_state())
         self._run_callbacks = list(self.callbacks.callbacks)
         self.params = {"epochs": epochs, "steps": _safe_len(self.train_loader)}
@@ -268,13 +292,23 @@ class Trainer:
         ``include_optimizer``), scheduler, GradScaler, epoch and step counters, history,
         callback states, RNG states and the config.
         """
-        callback_state = {key: cb.state_dict() for key, cb in self.callbacks.keyed().items()}
-        state = {
+        atomic_save(self.checkpoint_state(include_optimizer), filepath)
+
+    def checkpoint_state(self, include_optimizer: bool = True) -> dict[str, Any]:
+        """The dict :meth:`save_checkpoint` writes: model, optimizer and :meth:`_training_state`."""
+        return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
-            "model": self.model.state_dict(),
-            "model_config": getattr(self.model, "model_config", None),
+            "model": self.model_state_dict(),
+            "model_config": getattr(self.unwrapped_model, "model_config", None),
             "optimizer": self.optimizer.state_dict() if include_optimizer else None,
+            **self._training_state(),
+        }
+
+    def _training_state(self) -> dict[str, Any]:
+        """Everything a checkpoint holds besides the model and the optimizer."""
+        callback_state = {key: cb.state_dict() for key, cb in self.callbacks.keyed().items()}
+        return {
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.scaler.state_dict(),
             "epoch": self.epoch,
@@ -286,7 +320,6 @@ class Trainer:
             "config": self.config.to_dict(),
             "normalizer": None if self.normalizer is None else self.normalizer.to_state(),
         }
-        atomic_save(state, filepath)
 
     def load_checkpoint(self, filepath: str, load_optimizer: bool = True) -> dict[str, Any]:
         """Restore a checkpoint written by :meth:`save_checkpoint`.
@@ -301,31 +334,48 @@ class Trainer:
         The raw checkpoint dict.
         """
         state = load_checkpoint_file(filepath)
-        check_state_dict_fits(self.model, state["model"], str(filepath))
-        normalizer = None
-        if state.get("normalizer") is not None:
-            try:
-                normalizer = DataNormalizer.from_state(state["normalizer"])
-            except ValueError as error:
-                raise CheckpointError(f"{filepath}: {error}") from None
+        check_state_dict_fits(self.unwrapped_model, state["model"], str(filepath))
         restore_optimizer = load_optimizer and state["optimizer"] is not None
         if load_optimizer and state["optimizer"] is None:
             logger.warning("%s holds no optimizer state; the optimizer starts fresh", filepath)
         if restore_optimizer:
             check_optimizer_fits(self.optimizer, state["optimizer"], str(filepath))
+        normalizer = self._check_training_state(state, str(filepath))
+
+        self.load_model_state_dict(state["model"])
+        if restore_optimizer:
+            self.optimizer.load_state_dict(state["optimizer"])
+        self._restore_training_state(state, normalizer)
+        logger.info("resumed from %s after epoch %d", filepath, self.epoch)
+        return state
+
+    def _check_training_state(self, state: dict[str, Any], source: str) -> DataNormalizer | None:
+        """Check what :meth:`_restore_training_state` applies; returns the saved normalizer.
+
+        Raises :class:`CheckpointError` before anything is applied.
+        """
+        normalizer = None
+        if state.get("normalizer") is not None:
+            try:
+                normalizer = DataNormalizer.from_state(state["normalizer"])
+            except ValueError as error:
+                raise CheckpointError(f"{source}: {error}") from None
         generators = self._loader_generators()
         if len(state["rng"].get("generators", [])) != len(generators):
             raise CheckpointError(
-                f"{filepath} holds {len(state['rng']['generators'])} data-loader generator "
+                f"{source} holds {len(state['rng']['generators'])} data-loader generator "
                 f"state(s) but this trainer's loaders have {len(generators)}; build the loaders "
                 f"as in the saved run"
             )
+        return normalizer
 
-        self.model.load_state_dict(state["model"])
+    def _restore_training_state(
+        self, state: dict[str, Any], normalizer: DataNormalizer | None
+    ) -> None:
+        """Apply a checkpoint's :meth:`_training_state` (checked by
+        :meth:`_check_training_state`)."""
         if normalizer is not None:
             self.normalizer = normalizer.to(self.device)
-        if restore_optimizer:
-            self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -335,9 +385,7 @@ class Trainer:
         self.history = upgrade_history(state["history"])
         self._pending_callback_state = dict(state["callbacks"])
         self._run_callbacks = []  # the loaded run's callback states are the checkpoint's
-        restore_rng_state(state["rng"], generators)
-        logger.info("resumed from %s after epoch %d", filepath, self.epoch)
-        return state
+        restore_rng_state(state["rng"], self._loader_generators())
 
     # ------------------------------------------------------------------ the loop
     def _train_epoch(self, epoch: int, epochs: int) -> dict[str, float]:
@@ -352,22 +400,24 @@ class Trainer:
         seen = skipped = 0
         group_has_grads = False  # whether a micro-batch of the current group ran backward
         self.optimizer.zero_grad(set_to_none=True)
-        for batch_idx, batch in enumerate(self.train_loader):
+        for batch_idx, batch in self._epoch_batches(epoch):
             if self.callbacks.wants_batch_hooks:
                 self.callbacks.call("on_batch_begin", self, batch_idx, batch)
             x, y = (to_device(t, self.device) for t in unpack_batch(batch))
             _, loss, components = self._forward_loss(x, y, check_shapes=batch_idx == 0)
             loss_detached = loss.detach()
+            end_of_group = (batch_idx + 1) % accumulation == 0 or batch_idx + 1 == n_batches
             # One host sync per step, only when skipping is asked for: the step must be
             # skipped before backward poisons the accumulated gradients.
-            if config.skip_nonfinite and not bool(torch.isfinite(loss_detached)):
+            if config.skip_nonfinite and not self._loss_is_finite(loss_detached):
                 skipped += 1
             else:
                 # Each optimizer step averages its micro-batches; the epoch's last group may be
                 # short (for loaders without a length it is scaled as a full group).
                 group_start = batch_idx - batch_idx % accumulation
                 remaining = accumulation if n_batches is None else n_batches - group_start
-                self.scaler.scale(loss / min(accumulation, remaining)).backward()
+                with self._gradient_sync(end_of_group):
+                    self.scaler.scale(loss / min(accumulation, remaining)).backward()
                 group_has_grads = True
                 first_bad_batch = torch.where(
                     (first_bad_batch < 0) & ~torch.isfinite(loss_detached),
@@ -378,7 +428,6 @@ class Trainer:
                     component_sums[name] = component_sums.get(name, 0.0) + value
             seen += 1
             self.global_batch += 1
-            end_of_group = (batch_idx + 1) % accumulation == 0 or batch_idx + 1 == n_batches
             self.took_optimizer_step = end_of_group
             if end_of_group:
                 self._optimizer_step(group_has_grads)
@@ -391,6 +440,8 @@ class Trainer:
                 # Host sync point: read the running loss and check for non-finite values.
                 self._raise_if_nonfinite(epoch, first_bad_batch)
                 progress.show_loss(float(loss_sum) / max(seen - skipped, 1))
+            if end_of_group and self._stop_requested():
+                break
         if n_batches is None and seen % accumulation:
             self._optimizer_step(group_has_grads)  # the last partial group of an unsized loader
         progress.close()
@@ -411,7 +462,7 @@ class Trainer:
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """``(prediction, scalar fp32 loss, detached loss components)`` for one batch."""
         if check_shapes:
-            _check_input(self.model, x)
+            _check_input(self.unwrapped_model, x)
         with autocast(self.device, self.amp_dtype):
             pred = self.model(x)
             if self.normalizer is not None:
@@ -457,13 +508,44 @@ class Trainer:
         if bad >= 0:
             raise NonFiniteLossError(epoch, bad)
 
+    # ------------------------------------------------------------------ hooks of the loop
+    # Each is called from one place in the loop and does nothing on one process;
+    # DistributedTrainer overrides them.
+    def _callback_list(self, callbacks: list[TrainingCallback] | None) -> CallbackList:
+        """The dispatcher of a ``train`` call's callbacks."""
+        return CallbackList(callbacks)
+
+    def _epoch_batches(self, epoch: int) -> Iterable[tuple[int, Any]]:
+        """``(batch index, batch)`` pairs of the training loader for the 0-based ``epoch``.
+
+        A distributed trainer sets its sampler's epoch here, and starts a resumed epoch at
+        the batch where it stopped (with the true batch indices).
+        """
+        return enumerate(self.train_loader)
+
+    def _gradient_sync(self, sync: bool) -> contextlib.AbstractContextManager:
+        """Context of a micro-batch's backward; ``sync`` is False for all but the last
+        micro-batch of an accumulation group (a data-parallel trainer skips its gradient
+        all-reduce there)."""
+        return contextlib.nullcontext()
+
+    def _loss_is_finite(self, loss: torch.Tensor) -> bool:
+        """Whether a step's loss is finite (``skip_nonfinite``); a distributed trainer
+        answers for all ranks, so that they skip the same steps."""
+        return bool(torch.isfinite(loss))
+
+    def _stop_requested(self) -> bool:
+        """Checked after each optimizer step: True ends the epoch's loop there (a distributed
+        trainer stops at a step all ranks agreed on when it is preempted)."""
+        return False
+
     # ------------------------------------------------------------------ validation
     def _validation_metrics(self, epoch: int, epochs: int) -> dict[str, float]:
         """The epoch's validation metrics, or ``{}`` when it does not validate."""
         due = (epoch + 1) % self.config.val_frequency == 0 or epoch + 1 == epochs
         if self.val_loader is None or not due:
             return {}
-        result = evaluate_loader(self._forward_loss, self.model, self.val_loader, self.device)
+        result = self.evaluate(self.val_loader)
         result.pop("n_samples")
         return {f"val_{k}": v for k, v in result.items()}
 

@@ -36,12 +36,20 @@ class TrainingCallback(ABC):
     receives the hook's arguments without ``self``. The Trainer skips per-batch dispatch entirely
     when no callback overrides or assigns a batch hook.
 
+    Under a ``DistributedTrainer`` callbacks run on every rank, all seeing the same
+    (all-reduced) metrics; a callback whose class sets :attr:`main_process_only` (such as
+    ``TensorBoardLogger``) runs on global rank 0 only.
+
     Callbacks that keep state override :meth:`state_dict` and :meth:`load_state_dict`; the
     Trainer stores that state in its checkpoints so a resumed run continues where it stopped.
     They also override :meth:`reset_state`, which the Trainer calls at the start of a new run,
     so that an instance reused for another run starts afresh (Keras's EarlyStopping resets in
     ``on_train_begin`` for the same reason).
     """
+
+    #: Run only on global rank 0 of a distributed run: for callbacks that only write files or
+    #: logs and take no part in decisions that every rank must share.
+    main_process_only: bool = False
 
     def on_train_begin(self, trainer: Trainer) -> None:
         """Called once at the start of ``Trainer.train``."""

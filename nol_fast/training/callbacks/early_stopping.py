@@ -76,7 +76,7 @@ class EarlyStopping(MonitorCallback):
             self.wait = 0
             if self.restore_best_weights:
                 self.best_weights = {
-                    k: v.detach().clone() for k, v in trainer.model.state_dict().items()
+                    k: v.detach().clone() for k, v in trainer.model_state_dict().items()
                 }
             return
         self.wait += 1
@@ -91,7 +91,7 @@ class EarlyStopping(MonitorCallback):
 
     def on_train_end(self, trainer: Trainer) -> None:
         if self.restore_best_weights and self.best_weights is not None:
-            trainer.model.load_state_dict(self.best_weights)
+            trainer.load_model_state_dict(self.best_weights)
             logger.info("restored the weights of epoch %d", self.best_epoch + 1)
 
     def state_dict(self) -> dict[str, Any]:

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 from nol_fast.checks import as_int
 from nol_fast.training.callbacks.base import MonitorCallback
-from nol_fast.training.checkpoint import atomic_save
 
 if TYPE_CHECKING:
     from nol_fast.training.trainer import Trainer
@@ -30,8 +29,9 @@ class ModelCheckpoint(MonitorCallback):
     save_best_only
         Save only when ``monitor`` improves on the best value so far.
     save_weights_only
-        Save a plain ``model.state_dict()``; otherwise a full checkpoint that
-        ``Trainer.load_checkpoint`` reads (model, optimizer, scheduler, history, RNG, ...).
+        Save a plain state dict of the model (``Trainer.save_weights``); otherwise a full
+        checkpoint that ``Trainer.load_checkpoint`` reads (model, optimizer, scheduler,
+        history, RNG, ...).
     period
         Consider saving at the end of every ``period``-th epoch only. With ``save_best_only``
         the value is compared at those epochs alone: an epoch that improves between them is
@@ -39,7 +39,9 @@ class ModelCheckpoint(MonitorCallback):
 
     Every write is atomic: a crash mid-write leaves the previous file intact. An instance reused
     for a new run starts afresh (no best value, a new period); one that continues its run keeps
-    both.
+    both. Under a ``DistributedTrainer`` the callback runs on every rank, which all take the
+    same decisions, and writes through the trainer: global rank 0 writes the file (every rank
+    writes its shard of a sharded checkpoint).
 
     Examples
     --------
@@ -96,7 +98,7 @@ class ModelCheckpoint(MonitorCallback):
     def _save(self, trainer: Trainer, path: str) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         if self.save_weights_only:
-            atomic_save(trainer.model.state_dict(), path)
+            trainer.save_weights(path)
         else:
             trainer.save_checkpoint(path)
         self.last_saved = path

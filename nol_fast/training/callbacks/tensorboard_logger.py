@@ -29,6 +29,8 @@ class TensorBoardLogger(TrainingCallback):
     >>> tb_logger = TensorBoardLogger(log_dir='runs/experiment_001', log_frequency=100)
     """
 
+    main_process_only = True  # one set of event files per run, written by global rank 0
+
     def __init__(self, log_dir: str = "runs", log_frequency: int = 100):
         self.log_dir = str(log_dir)
         self.log_frequency = as_int(log_frequency, "log_frequency", minimum=0)
