@@ -151,6 +151,24 @@ def test_navier_stokes_gradcheck_and_opcheck(backend):
                                [1.0, 1.0], backend))
 
 
+@pytest.mark.parametrize("backend", ["reference", "fused"])
+def test_navier_stokes_without_grad_skips_the_op_dispatch_and_agrees(backend, monkeypatch):
+    from nol_fast.ops.navier_stokes_residual import op as ns_op
+
+    g = torch.Generator().manual_seed(3)
+    w, extra = torch.randn(2, 2, 12, 10, generator=g), torch.randn(2, 2, 12, 10, generator=g)
+    with_grad = navier_stokes_residual_loss(w.clone().requires_grad_(), extra, 0.01, 1.0, backend)
+    calls = []
+    dispatch = ns_op._loss
+    monkeypatch.setattr(ns_op, "_loss", lambda *args: calls.append(args) or dispatch(*args))
+    with torch.no_grad():
+        direct = navier_stokes_residual_loss(w.requires_grad_(), extra, 0.01, 1.0, backend)
+    assert calls == []  # nothing to differentiate: the op's forward runs without dispatch
+    torch.testing.assert_close(direct, with_grad.detach(), rtol=0, atol=0)
+    navier_stokes_residual_loss(w, extra, 0.01, 1.0, backend).backward()
+    assert len(calls) == 1 and w.grad is not None
+
+
 def test_navier_stokes_argument_errors():
     w = torch.zeros(1, 1, 8, 8)
     with pytest.raises(ValueError, match=r"viscosity must be a finite number >= 0, got -1"):

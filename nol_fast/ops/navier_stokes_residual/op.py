@@ -17,6 +17,11 @@ Backends
     (:mod:`~nol_fast.ops.navier_stokes_residual.fused`); any device ``torch.fft`` runs on.
 Selection: :class:`nol_fast.ops.selection.BackendSelection` (explicit, ``NOL_FAST_BACKEND``,
 then ``'fused'``), decided when the op runs.
+
+Without autograd (no grad mode, or no input that requires grad) and outside ``torch.compile``,
+:func:`navier_stokes_residual_loss` calls the backend's forward directly: the custom op's
+dispatch exists for autograd and for tracing, and costs about a tenth of the fused forward at
+8 x 1 x 128 x 128.
 """
 
 from __future__ import annotations
@@ -144,5 +149,11 @@ def navier_stokes_residual_loss(
     if len(lengths) != 2 or not all(math.isfinite(x) and x > 0 for x in lengths):
         raise ValueError(f"domain must be one length or (Lx, Ly), all > 0, got {domain!r}")
     dtype = torch.float64 if torch.float64 in (w.dtype, extra.dtype) else torch.float32
-    loss, *_ = _loss(w.to(dtype), extra.to(dtype), float(viscosity), lengths, backend or "auto")
+    w, extra = w.to(dtype), extra.to(dtype)
+    if not (torch.is_grad_enabled() and (w.requires_grad or extra.requires_grad)
+            or torch.compiler.is_compiling()):
+        # Nothing to differentiate and no graph to trace: the dispatch would buy nothing.
+        forward, _ = _module(SELECTION.resolve(backend, w.device))
+        return forward(w.contiguous(), extra.contiguous(), float(viscosity), lengths)[0]
+    loss, *_ = _loss(w, extra, float(viscosity), lengths, backend or "auto")
     return loss
