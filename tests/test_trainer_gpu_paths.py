@@ -44,7 +44,7 @@ def test_fully_skipped_group_with_an_fp16_scaler_steps_nothing(optimizer_class):
     x, y = torch.randn(64, 3, 5), torch.randn(64, 2, 5)
     y[16:32] = float("nan")  # the second group of two batches
     config = TrainingConfig(mixed_precision=False, gradient_clipping=0.0, skip_nonfinite=True,
-                            gradient_accumulation_steps=2, sync_frequency=100)
+                            gradient_accumulation_steps=2, log_frequency=100)
     keep = torch.cat([torch.arange(16), torch.arange(32, 64)])
     models, histories = [], []
     for data in ((x, y), (x[keep], y[keep])):  # with the group, and without it
