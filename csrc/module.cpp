@@ -4,6 +4,9 @@
 // wrappers in nol_fast/ops, which check devices, dtypes and layouts first. The module therefore
 // includes no torch headers and works with any torch version. The GIL is released while a
 // kernel runs.
+//
+// setup.py defines NOL_FAST_VERSION, and with CUDA NOL_FAST_WITH_CUDA and NOL_FAST_CUDA_ARCHS;
+// the module exposes them as `build_info`, the record of how it was built.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -12,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "darcy_residual.h"
 #include "multi_tensor_optim.h"
 #include "pointwise_epilogue.h"
 
@@ -107,6 +111,47 @@ void epilogue_backward(int64_t rows, int64_t cols, int64_t grad_out, int64_t act
   nol_fast::epilogue_backward(args, num_threads);
 }
 
+nol_fast::DarcyGrid darcy_grid(int64_t planes, int64_t nx, int64_t ny, double hx, double hy,
+                               bool periodic_x, bool periodic_y, int radius,
+                               const std::vector<double>& table) {
+  return nol_fast::DarcyGrid{planes, nx, ny, hx, hy, periodic_x, periodic_y, radius, table};
+}
+
+nol_fast::ScalarType real_dtype(int dtype, const char* name) {
+  if (dtype != 0 && dtype != 1) {
+    throw std::invalid_argument(std::string(name) + ": dtype must be 0 (float32) or 1 (float64)");
+  }
+  return static_cast<nol_fast::ScalarType>(dtype);
+}
+
+void darcy_residual_forward_cpu(int64_t planes, int64_t nx, int64_t ny, double hx, double hy,
+                                bool periodic_x, bool periodic_y, int radius,
+                                const std::vector<double>& table, int dtype, int64_t u,
+                                int64_t a, int64_t f, double f_value, int64_t r, int64_t loss,
+                                int num_threads) {
+  const auto grid = darcy_grid(planes, nx, ny, hx, hy, periodic_x, periodic_y, radius, table);
+  const auto type = real_dtype(dtype, "darcy_residual_forward_cpu");
+  py::gil_scoped_release release;
+  nol_fast::darcy_residual_forward_cpu(grid, type, pointer<const void>(u), pointer<const void>(a),
+                                       pointer<const void>(f), f_value, pointer<void>(r),
+                                       pointer<void>(loss), num_threads);
+}
+
+void darcy_residual_backward_cpu(int64_t planes, int64_t nx, int64_t ny, double hx, double hy,
+                                 bool periodic_x, bool periodic_y, int radius,
+                                 const std::vector<double>& table, int dtype, int64_t grad_loss,
+                                 int64_t r, int64_t u, int64_t a, int64_t grad_u, int64_t grad_a,
+                                 int64_t grad_f, int num_threads) {
+  const auto grid = darcy_grid(planes, nx, ny, hx, hy, periodic_x, periodic_y, radius, table);
+  const auto type = real_dtype(dtype, "darcy_residual_backward_cpu");
+  py::gil_scoped_release release;
+  nol_fast::darcy_residual_backward_cpu(grid, type, pointer<const void>(grad_loss),
+                                        pointer<const void>(r), pointer<const void>(u),
+                                        pointer<const void>(a), pointer<void>(grad_u),
+                                        pointer<void>(grad_a), pointer<void>(grad_f),
+                                        num_threads);
+}
+
 #ifdef NOL_FAST_WITH_CUDA
 void multi_tensor_step_cuda(int64_t meta, int64_t chunks, int64_t n_chunks, int64_t block,
                             int64_t coefs, int64_t grad_scale, int64_t found_inf,
@@ -123,12 +168,57 @@ void multi_tensor_step_cuda(int64_t meta, int64_t chunks, int64_t n_chunks, int6
                              cudaGetErrorString(static_cast<cudaError_t>(status)));
   }
 }
+
+// "13.0" for the CUDA version number 13000 (of CUDART_VERSION or cudaDriverGetVersion).
+std::string cuda_version_text(int version) {
+  return std::to_string(version / 1000) + "." + std::to_string(version % 1000 / 10);
+}
+
+// Why the CUDA kernels cannot run in this process ("" when they can): a driver older than the
+// runtime linked in, no driver, or no device. It initialises the CUDA runtime, so the Python
+// side asks only when CUDA tensors are about to be updated (or a report asks).
+std::string cuda_runtime_error() {
+  int devices = 0;
+  const cudaError_t status = cudaGetDeviceCount(&devices);
+  if (status == cudaSuccess && devices > 0) {
+    return "";
+  }
+  int driver = 0;
+  cudaDriverGetVersion(&driver);
+  const std::string driver_text = driver == 0
+                                      ? "no CUDA driver found"
+                                      : "the driver supports CUDA " + cuda_version_text(driver);
+  const std::string what = status == cudaSuccess ? "no CUDA device" : cudaGetErrorString(status);
+  return what + " (nol_fast._C was built with CUDA " + cuda_version_text(CUDART_VERSION) + "; " +
+         driver_text + ")";
+}
 #endif
+
+py::dict build_info() {
+  py::dict info;
+  info["version"] = NOL_FAST_VERSION;
+#if defined(__clang__)
+  info["compiler"] = std::string("clang ") + __clang_version__;
+#elif defined(__GNUC__)
+  info["compiler"] = std::string("gcc ") + __VERSION__;
+#else
+  info["compiler"] = "unknown";
+#endif
+#ifdef NOL_FAST_WITH_CUDA
+  info["cuda"] = cuda_version_text(CUDART_VERSION);
+  info["cuda_archs"] = NOL_FAST_CUDA_ARCHS;
+#else
+  info["cuda"] = py::none();
+  info["cuda_archs"] = "";
+#endif
+  return info;
+}
 
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "Compiled kernels of nol_fast (CPU, and CUDA when built with it).";
+  m.attr("build_info") = build_info();
   m.attr("table_columns") = nol_fast::kTableColumns;
   m.def("multi_tensor_step_cpu", &multi_tensor_step_cpu,
         "One Adam/AdamW/AdaBound step over the tensors of a table (see "
@@ -150,6 +240,19 @@ PYBIND11_MODULE(_C, m) {
         py::arg("grad_pre"), py::arg("grad_bias"), py::arg("x"), py::arg("gamma"),
         py::arg("grad_gamma"), py::arg("grad_x"), py::arg("accumulate_x"), py::arg("skip"),
         py::arg("storage"), py::arg("num_threads"));
+  m.def("darcy_residual_forward_cpu", &darcy_residual_forward_cpu,
+        "The Darcy residual -div(a grad u) - f on 2-D planes and its mean square (see "
+        "nol_fast.ops.darcy_residual.cpu).",
+        py::arg("planes"), py::arg("nx"), py::arg("ny"), py::arg("hx"), py::arg("hy"),
+        py::arg("periodic_x"), py::arg("periodic_y"), py::arg("radius"), py::arg("table"),
+        py::arg("dtype"), py::arg("u"), py::arg("a"), py::arg("f"), py::arg("f_value"),
+        py::arg("r"), py::arg("loss"), py::arg("num_threads"));
+  m.def("darcy_residual_backward_cpu", &darcy_residual_backward_cpu,
+        "Gradients of the Darcy residual's mean square in u, a and f.",
+        py::arg("planes"), py::arg("nx"), py::arg("ny"), py::arg("hx"), py::arg("hy"),
+        py::arg("periodic_x"), py::arg("periodic_y"), py::arg("radius"), py::arg("table"),
+        py::arg("dtype"), py::arg("grad_loss"), py::arg("r"), py::arg("u"), py::arg("a"),
+        py::arg("grad_u"), py::arg("grad_a"), py::arg("grad_f"), py::arg("num_threads"));
 #ifdef NOL_FAST_WITH_CUDA
   m.attr("has_cuda") = true;
   m.def("multi_tensor_step_cuda", &multi_tensor_step_cuda,
@@ -160,6 +263,8 @@ PYBIND11_MODULE(_C, m) {
         py::arg("one_minus_beta1"), py::arg("beta2"), py::arg("one_minus_beta2"), py::arg("eps"),
         py::arg("weight_decay"), py::arg("param_dtype"), py::arg("grad_dtype"), py::arg("flags"),
         py::arg("stream"));
+  m.def("cuda_runtime_error", &cuda_runtime_error,
+        "Why the CUDA kernels cannot run here, or '' when they can.");
 #else
   m.attr("has_cuda") = false;
 #endif

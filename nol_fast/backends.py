@@ -27,7 +27,11 @@ def backends() -> dict[str, dict[str, dict[str, str]]]:
     """
     import torch
 
+    from nol_fast.ops.conservation import op as conservation
+    from nol_fast.ops.darcy_residual import op as darcy_residual
+    from nol_fast.ops.navier_stokes_residual import op as navier_stokes_residual
     from nol_fast.ops.optim_step import op as optim_step
+    from nol_fast.ops.pointwise import op as pointwise
     from nol_fast.ops.spectral_conv import op as spectral_conv
 
     def status(check, backend: str, device_type: str) -> str:
@@ -42,6 +46,12 @@ def backends() -> dict[str, dict[str, dict[str, str]]]:
     ops = {
         "spectral_conv": (spectral_conv.backend_status, spectral_conv.BACKENDS),
         "optimizer_step": (optimizer_check, optim_step.BACKENDS),
+        # the channels-last FNO layers (fno_block, channel_mlp) share one backend choice
+        "fno_layers": (pointwise.backend_status, pointwise.BACKENDS),
+        "darcy_residual": (darcy_residual.backend_status, darcy_residual.BACKENDS),
+        "navier_stokes_residual": (navier_stokes_residual.backend_status,
+                                   navier_stokes_residual.BACKENDS),
+        "conservation": (conservation.backend_status, conservation.BACKENDS),
     }
     return {
         name: {d: {b: status(check, b, d) for b in names} for d in DEVICE_TYPES}

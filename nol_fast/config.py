@@ -19,6 +19,7 @@ checked by the factory that consumes them, which knows what it accepts. ``traini
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from collections.abc import Mapping
@@ -36,6 +37,11 @@ SECTIONS = ("model", "data", "training", "parallelism")
 
 class ConfigError(ValueError):
     """A config file is missing, unreadable or does not have the expected layout."""
+
+
+class ConfigFileNotFoundError(FileNotFoundError, ConfigError):
+    """A config file does not exist: a :class:`ConfigError`, and also the standard
+    ``FileNotFoundError`` (with ``errno`` and ``filename``) for code that catches that."""
 
 
 class Section(SimpleNamespace):
@@ -117,8 +123,10 @@ class Config:
         5
         """
         path = Path(path)
+        if not path.exists():
+            raise ConfigFileNotFoundError(errno.ENOENT, "config file not found", str(path))
         if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
+            raise ConfigError(f"config file {path} is not a file")
         text = path.read_text()
         suffix = path.suffix.lower()
         try:

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
 import torch
+from hypothesis import settings
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+
+# Property-based tests draw the same examples on every run ('ci', the default), so a CI run is
+# reproducible and its time bounded; HYPOTHESIS_PROFILE=thorough draws fresh, many more.
+settings.register_profile("ci", max_examples=50, derandomize=True, database=None,
+                          deadline=None, print_blob=True)
+settings.register_profile("thorough", max_examples=1000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 class TinyNet(nn.Module):

@@ -178,6 +178,16 @@ def test_lr_scheduler_callback_steps_per_batch(loaders):
     assert trainer.current_lr() == pytest.approx(0.1 * 0.9 ** steps)
 
 
+
+def test_lr_scheduler_callback_steps_per_optimizer_step_under_accumulation(loaders):
+    config = TrainingConfig(mixed_precision=False, gradient_accumulation_steps=2)
+    trainer = make_trainer(loaders, lr=0.1, config=config)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(trainer.optimizer, gamma=0.9)
+    trainer.train(3, callbacks=[LearningRateScheduler(scheduler, step_on="batch")])
+    # 4 micro-batches per epoch make 2 optimizer steps, so 6 steps in 3 epochs (not 12)
+    assert len(trainer.train_loader) == 4
+    assert trainer.current_lr() == pytest.approx(0.1 * 0.9**6)
+
 def test_lr_scheduler_callback_plateau_uses_the_metric(loaders):
     trainer = make_trainer(loaders, lr=0.1)
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(trainer.optimizer, patience=1, factor=0.5)

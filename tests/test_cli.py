@@ -62,6 +62,27 @@ def test_train_writes_checkpoints_logs_and_report(tiny_config, tmp_path, capsys)
     assert "val: loss=" in capsys.readouterr().out
 
 
+
+def test_train_reports_the_test_error_of_the_best_epoch(tmp_path, capsys):
+    # SGD at lr 0.5 overshoots in the last epoch, so the best epoch is not the last one and
+    # the weights the run ends with must be restored from it.
+    config = {section: dict(values) for section, values in TINY.items()}
+    config["training"].update(epochs=4, optimizer="sgd", learning_rate=0.5,
+                              scheduler="constant", warmup_steps=0)
+    path, out = tmp_path / "c.yaml", tmp_path / "run"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["train", "--config", str(path), "--out", str(out)]) == 0
+    trained = re.search(r"test relative L2 error \(best weights\): (\S+)%",
+                        capsys.readouterr().out).group(1)
+    val_loss = torch.load(out / "checkpoints/last.pt", weights_only=True)["history"]["val_loss"]
+    best_epoch = val_loss.index(min(val_loss)) + 1
+    assert best_epoch < len(val_loss)
+    # Oracle: the checkpoint written at the best epoch, evaluated on its own.
+    assert main(["evaluate", str(out / "checkpoints/best.pt"), "--split", "test"]) == 0
+    printed = capsys.readouterr().out
+    assert f"checkpoint epoch {best_epoch})" in printed
+    assert re.search(r"relative L2 error=(\S+)%", printed).group(1) == trained
+
 def test_print_config_shows_the_default(capsys):
     assert main(["train", "--print-config"]) == 0
     assert yaml.safe_load(capsys.readouterr().out) == Config.from_dict(
@@ -73,6 +94,7 @@ def test_print_config_shows_the_default(capsys):
      "unknown optimizer 'adamx'; choose one of: adam, adamw, sgd, rmsprop, adabound"),
     ({"training": {"scheduler": "cosinus"}}, "unknown scheduler 'cosinus'"),
     ({"model": {"model_type": "fnox"}}, "unknown model 'fnox'; choose one of: fno"),
+    ({"model": {"name": "fnoo"}}, "unknown option(s) 'name' (the model is chosen by 'model_type')"),
     ({"data": {"dataset": "darcyx"}}, "darcyx"),
 ])
 def test_bad_names_exit_with_one_clear_line(tmp_path, capsys, change, message):
@@ -90,6 +112,24 @@ def test_missing_config_file_and_resume_without_checkpoint(tmp_path, tiny_config
     assert main(["train", "--config", str(tiny_config), "--out", str(tmp_path / "new"),
                  "--resume"]) == 1
     assert "no checkpoint to resume from" in capsys.readouterr().err
+
+
+def _help(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit):
+        main([*argv, "--help"])
+    return capsys.readouterr().out
+
+
+def test_train_help_names_the_default_job(capsys):
+    """'nol-fast --help' and 'nol-fast train --help' describe the default job that runs: its
+    dataset, and no other built-in one."""
+    default = default_config()["data"]["dataset"]
+    others = {"heat", "darcy", "burgers", "navier"} - {default}
+    summary = next(line for line in _help([], capsys).splitlines()
+                   if line.split()[:1] == ["train"])
+    for text in (summary, _help(["train"], capsys)):
+        words = text.lower()
+        assert default in words and not [name for name in others if name in words], text
 
 
 def test_module_entry_point():
@@ -279,3 +319,44 @@ def test_e2e_candidates_of_the_variants():
                                 variants=["eager", "compile"]))
     assert names == [e2e.NEURALOP_LOOP, e2e.NEURALOP_TRAINER, e2e.OURS_FP32, e2e.OURS_DEFAULT,
                      "nol_fast compile fp32", "nol_fast compile default"]
+
+
+def test_benchmark_physics_prints_both_residuals_with_consistent_ratios(capsys):
+    assert main(["benchmark", "physics", "--repeat", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "fields 8x1x128x128" in lines[0] and "threads" in lines[0]
+    rows = {tuple(line.split()[:2]): line.split()[2:] for line in lines[3:-1]}
+    assert set(rows) == {(r, i) for r in ("navier_stokes", "darcy")
+                         for i in ("reference", "fused", "floor")}
+    for residual in ("navier_stokes", "darcy"):
+        ref, fused = rows[residual, "reference"], rows[residual, "fused"]
+        ratios = [float(x) for x in fused[3].rstrip("x").split("x/")]
+        for column, ratio in zip(range(3), ratios, strict=True):
+            assert ratio == pytest.approx(float(ref[column]) / float(fused[column]), rel=0.02,
+                                          abs=0.006)
+        assert rows[residual, "floor"][2] == "-"
+    assert main(["benchmark", "physics", "--residuals", "heat"]) == 1
+    assert "unknown residual(s) ['heat']; choose from: navier_stokes, darcy" in (
+        capsys.readouterr().err)
+
+
+def test_train_selects_the_physics_informed_loss_from_the_config(tmp_path):
+    config = {
+        "model": {"model_type": "fno", "n_modes": [4, 4], "hidden_channels": 8, "n_layers": 1},
+        "data": {"dataset": "darcy", "resolution": 9, "n_train": 8, "n_val": 4, "n_test": 4,
+                 "batch_size": 4, "normalize": True},
+        "training": {"epochs": 1, "batch_size": 4, "warmup_steps": 1,
+                     "loss": {"name": "physics_informed", "data_loss": "rel_l2",
+                              "pde": {"name": "darcy", "forcing": 1.0}, "pde_weight": 1e-3,
+                              "boundary": "dirichlet", "boundary_weight": 0.5}},
+    }
+    path = tmp_path / "pino.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(path), "--out", str(out)]) == 0
+    history = torch.load(out / "checkpoints/last.pt", weights_only=True)["history"]
+    for key in ("train_loss_data", "train_loss_pde", "train_loss_boundary", "val_loss_pde"):
+        assert len(history[key]) == 1 and history[key][0] > 0, key
+    assert (history["train_loss"][0] == pytest.approx(
+        history["train_loss_data"][0] + 1e-3 * history["train_loss_pde"][0]
+        + 0.5 * history["train_loss_boundary"][0], rel=1e-5))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 
 import pytest
@@ -94,3 +95,18 @@ def test_bad_config_files_give_clear_errors(tmp_path, text, suffix, message):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         Config.load(tmp_path / "nope.yaml")
+
+
+def test_missing_file_is_also_the_standard_file_not_found_error(tmp_path):
+    """Code that catches FileNotFoundError for a missing file catches a missing config too."""
+    path = tmp_path / "missing.yaml"
+    with pytest.raises(FileNotFoundError) as info:
+        Config.load(path)
+    assert isinstance(info.value, ConfigError)
+    assert info.value.errno == errno.ENOENT and info.value.filename == str(path)
+
+
+def test_a_directory_is_not_a_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="is not a file") as info:
+        Config.load(tmp_path)
+    assert not isinstance(info.value, FileNotFoundError)

@@ -7,6 +7,8 @@ import math
 
 import pytest
 import torch
+from naive_dft import naive_spectral_conv
+from torch.nn import functional as F
 
 from nol_fast.cli.defaults import default_config
 from nol_fast.models import FNO, SpectralConv, create_model
@@ -39,6 +41,49 @@ def test_default_architecture():
         assert isinstance(block.channel_mlp_skip, SoftGating)
         assert block.spectral.weight.shape == (16, 16, 8, 5)
 
+
+
+def fno_by_hand(state: dict[str, torch.Tensor], x: torch.Tensor, n_modes, n_layers: int):
+    """The default FNO as its docstring describes it, computed from its state dict alone.
+
+    Embedding of the coordinates j / n, a lifting MLP, ``n_layers`` blocks of
+    ``act(spectral(h) + linear_skip(h))`` then ``act(mlp(.) + gate * h)`` (no activations in
+    the last block), and a projection MLP; GELU everywhere, spectral convolutions by naive DFT.
+    """
+    def pointwise(h, name, bias=True):
+        y = torch.einsum("oi,bi...->bo...", state[f"{name}.weight"][..., 0], h)
+        return y + state[f"{name}.bias"].view(-1, *[1] * (h.dim() - 2)) if bias else y
+
+    def channel_mlp(h, name):
+        return pointwise(F.gelu(pointwise(h, f"{name}.layers.0")), f"{name}.layers.1")
+
+    grid = x.shape[2:]
+    axes = [torch.arange(n, dtype=x.dtype) / n for n in grid]
+    coords = torch.stack(torch.meshgrid(*axes, indexing="ij")).expand(x.shape[0], -1, *grid)
+    h = channel_mlp(torch.cat([x, coords], dim=1), "lifting")
+    for i in range(n_layers):
+        block, last = f"blocks.{i}", i == n_layers - 1
+        y = naive_spectral_conv(h, state[f"{block}.spectral.weight"], n_modes, grid)
+        y = y + state[f"{block}.spectral.bias"].view(-1, *[1] * len(grid))
+        y = y + pointwise(h, f"{block}.fno_skip", bias=False)
+        y = y if last else F.gelu(y)
+        gate = state[f"{block}.channel_mlp_skip.weight"].view(-1, *[1] * len(grid))
+        y = channel_mlp(y, f"{block}.channel_mlp") + gate * h
+        h = y if last else F.gelu(y)
+    return channel_mlp(h, "projection")
+
+
+@pytest.mark.parametrize(("n_modes", "grid"), [((7,), (19,)), ((6, 5), (11, 8))])
+def test_values_match_the_architecture_computed_by_hand(n_modes, grid):
+    torch.manual_seed(0)
+    model = FNO(n_modes, in_channels=2, out_channels=3, hidden_channels=6, n_layers=3).double()
+    with torch.no_grad():
+        for parameter in model.parameters():  # no parameter at its initial value (gates of 1)
+            parameter.copy_(0.5 * torch.randn_like(parameter))
+    x = torch.randn(2, 2, *grid, dtype=torch.float64)
+    with torch.no_grad():
+        expected = fno_by_hand(model.state_dict(), x, n_modes, n_layers=3)
+        torch.testing.assert_close(model(x), expected, rtol=1e-10, atol=1e-12)
 
 def test_options_change_the_layers():
     model = FNO((6,), hidden_channels=8, n_layers=2, lifting_channel_ratio=0,
@@ -129,3 +174,57 @@ def test_summary_and_registry():
     rebuilt = create_model("fno", {"n_modes": [4], "domain_padding": [0.5],
                                    "resolution_scaling_factor": 1, "activation": "relu"})
     assert rebuilt.model_config["domain_padding"] == [0.5]
+
+
+LAYOUT_CASES = [
+    ((8, 6), (13, 10), {}),
+    ((9,), (31,), {"n_layers": 3}),
+    ((4, 4, 4), (7, 6, 5), {"hidden_channels": 6}),
+    ((6, 6), (12, 12), {"domain_padding": 0.2, "fno_skip": "soft-gating",
+                        "channel_mlp_skip": "identity"}),
+    ((6, 6), (12, 12), {"use_channel_mlp": False, "activation": "silu"}),
+    ((6, 6), (12, 12), {"fno_skip": "identity", "channel_mlp_skip": "linear",
+                        "lifting_channel_ratio": 0, "positional_embedding": False}),
+]
+
+
+@pytest.mark.parametrize("n_modes,grid,kwargs", LAYOUT_CASES,
+                         ids=[str(i) for i in range(len(LAYOUT_CASES))])
+def test_channels_last_path_matches_the_channels_first_layers(n_modes, grid, kwargs):
+    # On the CPU the FNO runs channels-last through the fused ops; the oracle is the same model
+    # run through its channels-first layers (Conv1d pointwise maps, the FFT spectral op).
+    from tests.conftest import require_extension
+
+    require_extension()
+    torch.manual_seed(0)
+    model = FNO(n_modes, in_channels=2, out_channels=3, **{"hidden_channels": 8, **kwargs})
+    x = torch.randn(2, 2, *grid)
+    widths, shapes, crops = model._plan(tuple(grid), None)
+    assert model._channels_last_path(x, shapes)
+
+    def run(forward):
+        out = forward()
+        # a positive probe: no gradient is a sum that cancels to rounding noise
+        probe = 1 + torch.rand(out.shape, generator=torch.Generator().manual_seed(1))
+        grads = torch.autograd.grad((out * probe).sum(), list(model.parameters()))
+        return [out, *grads]
+
+    fast = run(lambda: model(x))
+    for block in model.blocks:
+        block.spectral.backend = "reference"
+    assert not model._channels_last_path(x, shapes)
+    slow = run(lambda: model(x))
+    for got, want in zip(fast, slow, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_channels_last_path_only_where_it_applies():
+    model = FNO((6, 6), hidden_channels=8, resolution_scaling_factor=2)
+    x = torch.randn(1, 1, 8, 8)
+    _, shapes, _ = model._plan((8, 8), None)
+    assert not model._channels_last_path(x, shapes)  # blocks change the grid
+    model = FNO((6, 6), hidden_channels=8)
+    _, shapes, _ = model._plan((8, 8), (16, 16))
+    assert not model._channels_last_path(x, shapes)  # output_shape: super-resolution
+    _, shapes, _ = model._plan((8, 8), None)
+    assert model._channels_last_path(x, shapes)

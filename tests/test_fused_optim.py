@@ -227,13 +227,21 @@ def test_functional_empty_and_validation() -> None:
         FusedAdam(make_params(), lr=torch.tensor(1e-3))
 
 
-def test_capturable_keeps_step_and_lr_on_device() -> None:
+def test_capturable_reads_its_lr_tensor_as_schedulers_update_it_in_place() -> None:
+    # A captured step replays with the addresses it was captured with: the lr tensor must stay
+    # the group's lr, be updated in place by the scheduler, and be read on every step.
     ours_params, torch_params = make_params(), make_params()
-    ours = FusedAdamW(ours_params, lr=torch.tensor(1e-2), capturable=True)
+    lr = torch.tensor(1e-2)
+    ours = FusedAdamW(ours_params, lr=lr, capturable=True)
     reference = torch.optim.AdamW(torch_params, lr=1e-2)
-    run([ours, reference], [ours_params, torch_params], 20)
-    assert torch.is_tensor(ours.param_groups[0]["lr"])
-    assert ours.state[ours_params[0]]["step"].device == ours_params[0].device
+    schedulers = [torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.8)
+                  for opt in (ours, reference)]
+    run([ours, reference], [ours_params, torch_params], 20, schedulers=schedulers)
+    assert ours.param_groups[0]["lr"] is lr
+    assert lr.item() == pytest.approx(1e-2 * 0.8**20)
+    for p in ours_params:
+        step = ours.state[p]["step"]
+        assert step.dtype == torch.float32 and step.device == p.device and step.item() == 20
     assert_close(ours_params, torch_params)
 
 

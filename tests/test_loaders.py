@@ -111,6 +111,27 @@ class Doubler(nn.Module):
         return self.scale * x
 
 
+def test_unit_gaussian_against_statistics_computed_here():
+    generator = torch.Generator().manual_seed(4)
+    # Channels of very different scales; the last one's spread is close to the 1e-6 guard.
+    scales = torch.tensor([1.0, 300.0, 2e-6], dtype=torch.float64).view(1, 3, 1, 1)
+    data = (torch.randn(10, 3, 5, 4, generator=generator, dtype=torch.float64) * scales
+            + torch.tensor([0.5, -40.0, 0.0], dtype=torch.float64).view(1, 3, 1, 1))
+    data = data.float().double()  # the values the float32 normalizer sees
+    mean = data.mean(dim=(0, 2, 3)).view(1, 3, 1, 1)
+    std = data.std(dim=(0, 2, 3), unbiased=False).view(1, 3, 1, 1)
+    norm = UnitGaussian.fit(data.float())
+    encoded = norm.encode(data.float())
+    torch.testing.assert_close(encoded.double(), (data - mean) / (std + 1e-6), rtol=1e-4,
+                               atol=1e-4)
+    z = torch.randn(2, 3, 6, generator=generator, dtype=torch.float64)
+    torch.testing.assert_close(norm.decode(z.float()).double(),
+                               z * (std.view(1, 3, 1) + 1e-6) + mean.view(1, 3, 1),
+                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(norm.decode(encoded), data.float(), rtol=1e-5, atol=1e-6)
+    assert norm.decode(z.bfloat16()).dtype == torch.float32
+
+
 def test_trainer_decodes_outputs_and_checkpoints_the_normalizer(tmp_path):
     config = {**HEAT, "normalize": True, "resolution": 8}
     train, val = create_data_loader(config, "train"), create_data_loader(config, "val")
@@ -118,7 +139,11 @@ def test_trainer_decodes_outputs_and_checkpoints_the_normalizer(tmp_path):
     trainer = Trainer(model, train, val, torch.optim.SGD(model.parameters(), lr=0.0))
     result = trainer.evaluate(val, return_predictions=True)
     x_enc, y = all_of(val)
-    expected = train.normalizer.decode_output(2.0 * x_enc)
+    # Oracle: the training targets' statistics, computed here.
+    y_train = all_of(create_data_loader({**HEAT, "resolution": 8}, "train"))[1].double()
+    y_mean = y_train.mean(dim=(0, 2, 3)).view(1, -1, 1, 1)
+    y_std = y_train.std(dim=(0, 2, 3), unbiased=False).view(1, -1, 1, 1)
+    expected = (2.0 * x_enc * (y_std + 1e-6) + y_mean).float()
     torch.testing.assert_close(result["predictions"], expected)
     torch.testing.assert_close(torch.tensor(result["loss"]),
                                torch.mean((expected - y) ** 2).float(), rtol=1e-5, atol=1e-8)
@@ -132,5 +157,5 @@ def test_trainer_decodes_outputs_and_checkpoints_the_normalizer(tmp_path):
     assert fresh.normalizer is None
     fresh.load_checkpoint(str(path))
     assert isinstance(fresh.normalizer, DataNormalizer)
-    torch.testing.assert_close(fresh.normalizer.y.std, train.normalizer.y.std)
+    torch.testing.assert_close(fresh.normalizer.y.std.double(), y_std.flatten())
     torch.testing.assert_close(fresh.evaluate(val)["loss"], result["loss"])

@@ -114,11 +114,15 @@ def test_weights_combine_linearly_and_components_are_unweighted():
         ),
     }
     comps = loss_fn.last_components
-    assert set(comps) == set(expected)
+    assert set(comps) == {f"loss_{t}" for t in expected} | {"loss_conservation_mass",
+                                                            "loss_conservation_energy"}
     for key, value in expected.items():
-        assert comps[key].ndim == 0 and not comps[key].requires_grad
-        assert comps[key].device == pred.device
-        torch.testing.assert_close(comps[key], value)
+        comp = comps[f"loss_{key}"]
+        assert comp.ndim == 0 and not comp.requires_grad
+        assert comp.device == pred.device
+        torch.testing.assert_close(comp, value)
+    torch.testing.assert_close(comps["loss_conservation"], comps["loss_conservation_mass"]
+                               + comps["loss_conservation_energy"])
     weights = {"data": 0.7, "pde": 0.3, "boundary": 2.0, "conservation": 0.25}
     torch.testing.assert_close(total, sum(weights[k] * expected[k] for k in expected))
 
@@ -129,7 +133,7 @@ def test_zero_weight_and_missing_target_make_terms_inactive():
     loss_fn.set_pde_residual(lambda u, coords: u)
     loss_fn.set_boundary_conditions(lambda u, coords: u[..., 0])
     loss = loss_fn(pred)  # no target: no data term; pde weight 0: no pde term
-    assert set(loss_fn.last_components) == {"boundary"}
+    assert set(loss_fn.last_components) == {"loss_boundary"}
     torch.testing.assert_close(loss, pred[..., 0].square().mean())
 
 
@@ -162,7 +166,7 @@ def test_pde_residual_vanishes_on_heat_solution_and_matches_perturbation():
     loss_fn.set_pde_residual(heat_residual(kappa))
     loss_fn(u, coords=coords)
     u_t_scale = (decay * u).square().mean()
-    assert loss_fn.last_components["pde"] < 1e-7 * u_t_scale
+    assert loss_fn.last_components["loss_pde"] < 1e-7 * u_t_scale
 
     # A time-independent perturbation ε·mode adds exactly λε·mode to the residual
     # (its central time difference is 0 and Δ mode = -8π² mode), whose mean square over
@@ -316,7 +320,7 @@ def test_conservation_against_inputs_and_callable():
     target = torch.rand(2, 1, 8, 8)
     loss_fn(pred, target)
     torch.testing.assert_close(
-        loss_fn.last_components["conservation"], (pred.sum() - target.sum()).abs()
+        loss_fn.last_components["loss_conservation"], (pred.sum() - target.sum()).abs()
     )
 
 
@@ -328,7 +332,7 @@ def test_low_precision_fields_accumulate_in_float32():
     loss_fn = PhysicsInformedLoss()
     loss_fn.set_pde_residual(lambda v, coords: v)
     loss_fn(u)
-    assert loss_fn.last_components["pde"].dtype == torch.float32
+    assert loss_fn.last_components["loss_pde"].dtype == torch.float32
 
 
 # --------------------------------------------------------------------------- gradients
@@ -460,7 +464,7 @@ def test_spec_examples_run():
     loss = loss_fn(pred, target)
     loss.backward()
     assert pred.grad is not None and torch.isfinite(pred.grad).all()
-    assert set(loss_fn.last_components) == {"data", "pde"}
+    assert set(loss_fn.last_components) == {"loss_data", "loss_pde"}
 
     conservation = ConservationLoss(
         conservation_types=["mass", "momentum", "energy"],

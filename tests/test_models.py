@@ -299,8 +299,8 @@ def test_create_model_names_and_aliases():
                                       "hidden_channels": 4}
 
 
-def test_create_model_accepts_sections_and_ignores_name_keys():
-    section = Section(model_type="fno", name="run-7", n_modes=(6,), hidden_channels=4)
+def test_create_model_accepts_sections_and_ignores_model_type():
+    section = Section(model_type="fno", n_modes=(6,), hidden_channels=4)
     for config in (section, section.__dict__, SimpleNamespace(**section.__dict__)):
         model = create_model("fno", config)
         assert model.n_modes == (6,) and model.hidden_channels == 4
@@ -329,6 +329,14 @@ def test_create_model_errors():
         create_model("fno", {"modes": [4]})
     with pytest.raises(TypeError, match=r"model 'fno' requires option\(s\) 'n_modes'"):
         create_model("fno", {})
+
+
+def test_a_name_key_is_rejected_not_dropped():
+    """``name: fnoo`` in a model section must not quietly build the default model."""
+    section = Section(model_type="fno", name="fnoo", n_modes=(6,), hidden_channels=4)
+    with pytest.raises(TypeError, match=r"model 'fno' got unknown option\(s\) 'name' \(the "
+                                        r"model is chosen by 'model_type'\); accepted options"):
+        create_model(section.model_type, section.__dict__)
 
 
 def test_register_model():

@@ -147,6 +147,22 @@ def test_create_optimizer_unknown_kwarg(name: str, kwargs: dict, bad: str) -> No
         create_optimizer(make_params(), name, **kwargs)
 
 
+@pytest.mark.parametrize("amsbound", [False, True])
+def test_create_optimizer_passes_amsbound_to_adabound(amsbound: bool) -> None:
+    """``adabound`` takes ``amsbound=`` through the factory, as ``AdaBound`` and the
+    ``adabound`` package do; the trajectory is the package's."""
+    ours_params, package_params = make_params(), make_params()
+    ours = create_optimizer(ours_params, "adabound", 1e-2, 0.0, final_lr=0.05, amsbound=amsbound)
+    package = adabound.AdaBound(package_params, lr=1e-2, final_lr=0.05, amsbound=amsbound)
+    assert ours.param_groups[0]["amsbound"] is amsbound
+    generator = torch.Generator().manual_seed(2)
+    for _ in range(30):
+        set_grads([ours_params, package_params], generator)
+        ours.step()
+        package.step()
+    assert_same(ours_params, package_params)
+
+
 # --------------------------------------------------------------------------- AdaBound vs package
 
 
@@ -195,6 +211,51 @@ def test_adabound_decoupled_weight_decay(amsbound: bool) -> None:
     ours = {**HYPER, "amsbound": amsbound, "weight_decay": 0.05, "decoupled_weight_decay": True}
     run_against_package(ours, {**HYPER, "amsbound": amsbound}, decay=0.05)
 
+
+
+def bound_hits(package: adabound.AdaBound) -> tuple[int, int, int]:
+    """(above the upper bound, below the lower bound, all) of the unclipped step sizes of the
+    package's last step, recomputed from its state with the paper's formulas."""
+    group = package.param_groups[0]
+    beta1, beta2 = group["betas"]
+    above = below = total = 0
+    for p in group["params"]:
+        state = package.state[p]
+        t = state["step"]
+        v = state["max_exp_avg_sq"] if group["amsbound"] else state["exp_avg_sq"]
+        step_size = group["lr"] * (1 - beta2**t) ** 0.5 / (1 - beta1**t)
+        unclipped = step_size / (v.sqrt() + group["eps"])
+        final_lr = group["final_lr"] * group["lr"] / package.base_lrs[0]
+        lower = final_lr * (1 - 1 / (group["gamma"] * t + 1))
+        upper = final_lr * (1 + 1 / (group["gamma"] * t))
+        above += int((unclipped > upper).sum())
+        below += int((unclipped < lower).sum())
+        total += unclipped.numel()
+    return above, below, total
+
+
+@pytest.mark.parametrize("amsbound", [False, True])
+def test_adabound_matches_package_where_both_bounds_clip(amsbound: bool) -> None:
+    """Gradients from 1e-4 to 10 in size: the upper bound clips the steps of the small ones,
+    the lower bound those of the large ones, and the trajectories still agree."""
+    hyper = {"lr": 1e-2, "betas": (0.9, 0.99), "final_lr": 0.05, "gamma": 0.1, "eps": 1e-8,
+             "amsbound": amsbound}
+    ours_params, package_params = make_params(), make_params()
+    ours = AdaBound(ours_params, **hyper)
+    package = adabound.AdaBound(package_params, **hyper)
+    generator = torch.Generator().manual_seed(9)
+    scales = [10.0 ** (5 * torch.rand(p.shape, generator=generator) - 4) for p in ours_params]
+    hits = [0, 0, 0]
+    for _ in range(60):
+        for p, q, scale in zip(ours_params, package_params, scales, strict=True):
+            p.grad = torch.randn(p.shape, generator=generator) * scale
+            q.grad = p.grad.clone()
+        ours.step()
+        package.step()
+        hits = [a + b for a, b in zip(hits, bound_hits(package), strict=True)]
+    above, below, total = hits
+    assert above > 0.2 * total and below > 0.2 * total, hits
+    assert_same(ours_params, package_params)
 
 def test_adabound_default_hyperparameters_match_package() -> None:
     run_against_package({}, {})

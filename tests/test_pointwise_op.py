@@ -256,3 +256,11 @@ def test_channel_mlp_chunked_rows_match_reference(monkeypatch):
     torch.testing.assert_close(out, exact.float(), rtol=1e-5, atol=1e-5)
     for got, want in zip(grads, exact_grads, strict=True):
         torch.testing.assert_close(got, want.float(), rtol=1e-4, atol=1e-4)
+
+
+def test_backends_report_the_fno_layers():
+    from nol_fast import backends
+
+    report = backends()["fno_layers"]
+    assert report["cpu"] == {"reference": "available", "cpu": "available"}
+    assert report["cuda"]["cpu"] == "unavailable: runs on CPU tensors only"

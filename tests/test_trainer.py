@@ -13,7 +13,6 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from nol_fast.training import NonFiniteLossError, Trainer, TrainingConfig
 from nol_fast.training.callbacks import ModelCheckpoint, TrainingCallback
-from nol_fast.training.metrics import relative_l2
 
 FP32 = TrainingConfig(mixed_precision=False, gradient_clipping=0.0)
 
@@ -25,6 +24,16 @@ def linear_setup(batch_size=8, n=32, shuffle=False):
     model = nn.Conv1d(3, 2, 1)
     loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle)
     return model, loader, x, y
+
+
+class TwoTermLoss(nn.Module):
+    """MSE plus a zero-weighted input term, logging both as loss components."""
+
+    def forward(self, pred, target, inputs=None):
+        data = nn.functional.mse_loss(pred, target)
+        penalty = inputs.abs().mean()
+        self.last_components = {"data": data.detach(), "penalty": penalty.detach()}
+        return data + 0.0 * penalty
 
 
 def test_one_epoch_equals_hand_written_loop():
@@ -155,22 +164,31 @@ def test_output_target_shape_mismatch_is_a_clear_error():
         trainer.train(1)
 
 
-def test_evaluate_matches_manual_computation(loaders):
-    train, val = loaders
+def test_evaluate_matches_manual_computation_on_unequal_batches(loaders):
+    train, _ = loaders
+    x, y = make_data(11, seed=3)
+    val = DataLoader(TensorDataset(x, y), batch_size=4)  # batches of 4, 4 and 3 samples
     model = TinyNet()
-    trainer = Trainer(model, train, val, torch.optim.Adam(model.parameters()), config=FP32)
+    trainer = Trainer(model, train, val, torch.optim.Adam(model.parameters()),
+                      loss_fn=TwoTermLoss(), config=FP32)
     trainer.train(1)
     result = trainer.evaluate(val, return_predictions=True)
     model.eval()
-    xs, ys = zip(*val, strict=True)
-    x, y = torch.cat(xs), torch.cat(ys)
     with torch.no_grad():
         pred = model(x)
     torch.testing.assert_close(result["predictions"], pred)
-    assert result["loss"] == pytest.approx(nn.functional.mse_loss(pred, y).item(), rel=1e-5)
-    assert result["rel_l2"] == pytest.approx(relative_l2(pred, y).mean().item(), rel=1e-5)
-    assert result["n_samples"] == len(x)
+    # Oracles written out here: means over samples, not over batches.
+    squared_error = ((pred - y) ** 2).flatten(1).mean(1)  # per sample
+    relative = (pred - y).flatten(1).norm(dim=1) / y.flatten(1).norm(dim=1)
+    assert result["loss"] == pytest.approx(squared_error.mean().item(), rel=1e-5)
+    assert result["data"] == pytest.approx(squared_error.mean().item(), rel=1e-5)
+    assert result["penalty"] == pytest.approx(x.abs().mean().item(), rel=1e-5)
+    assert result["rel_l2"] == pytest.approx(relative.mean().item(), rel=1e-5)
+    assert result["n_samples"] == 11
     assert model.training is False  # evaluate restores the mode it found
+    # The batches' unweighted mean is far enough off for the sample weighting to matter.
+    batch_means = torch.stack([squared_error[i:i + 4].mean() for i in (0, 4, 8)]).mean()
+    assert abs(batch_means.item() - result["loss"]) > 1e-3 * result["loss"]
 
 
 def test_nonfinite_loss_stops_with_epoch_and_batch_and_keeps_last_checkpoint(loaders, tmp_path):
@@ -258,13 +276,6 @@ def test_native_bf16_check_agrees_with_cpu_flags():
 
 def test_loss_with_inputs_and_components_is_logged(loaders):
     train, val = loaders
-
-    class TwoTermLoss(nn.Module):
-        def forward(self, pred, target, inputs=None):
-            data = nn.functional.mse_loss(pred, target)
-            penalty = inputs.abs().mean()
-            self.last_components = {"data": data.detach(), "penalty": penalty.detach()}
-            return data + 0.0 * penalty
 
     model = TinyNet()
     history = Trainer(model, train, val, torch.optim.Adam(model.parameters()),
@@ -428,3 +439,86 @@ def test_gradient_accumulation_with_a_loader_without_length():
     Trainer(twin, big, None, torch.optim.SGD(twin.parameters(), lr=0.1), config=FP32).train(2)
     for p, q in zip(model.parameters(), twin.parameters(), strict=True):
         torch.testing.assert_close(p, q)
+
+
+def test_epoch_interval_scheduler_gets_a_horizon_in_epochs(loaders):
+    from nol_fast.training.optimizers import create_scheduler
+
+    train, _ = loaders  # 4 optimizer steps per epoch
+    model = TinyNet()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = create_scheduler(optimizer, "cosine", interval="epoch")  # no T_max given
+    trainer = Trainer(model, train, None, optimizer, scheduler, config=FP32)
+    history = trainer.train(4)
+    # lr logged for epoch e is the lr it trained with: cosine over a horizon of 4 epochs
+    expected = [0.05 * (1 + math.cos(math.pi * e / 4)) for e in range(4)]
+    assert history["lr"] == pytest.approx(expected, abs=1e-12)
+    assert trainer.current_lr() == pytest.approx(0.0, abs=1e-12)  # the horizon's end
+
+
+@pytest.mark.parametrize(("own_interval", "scheduler_interval", "steps_taken"), [
+    ("epoch", "auto", 3),
+    ("epoch", "step", 12),
+    ("step", "auto", 12),
+    ("step", "epoch", 3),
+])
+def test_config_scheduler_interval_decides_when_the_scheduler_steps(
+    loaders, own_interval, scheduler_interval, steps_taken
+):
+    from nol_fast.training.optimizers import create_scheduler
+
+    train, _ = loaders  # 4 optimizer steps per epoch, 3 epochs
+    model = TinyNet()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    if own_interval == "epoch":  # a torch scheduler: steps per epoch unless told otherwise
+        scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.5)
+    else:  # from create_scheduler: declares interval 'step'
+        scheduler = create_scheduler(optimizer, "exponential", gamma=0.5)
+    config = TrainingConfig(mixed_precision=False, scheduler_interval=scheduler_interval)
+    trainer = Trainer(model, train, None, optimizer, scheduler, config=config)
+    trainer.train(3)
+    assert trainer.current_lr() == pytest.approx(0.1 * 0.5**steps_taken, rel=1e-12)
+
+
+def test_plateau_scheduler_without_val_loader_watches_the_training_loss():
+    model, loader, _, _ = linear_setup()  # 4 batches per epoch
+
+    class ScriptedTrainLoss:
+        """A loss of 3, 2, 1, 1, 1, 1 per epoch, independent of the model's output."""
+
+        def __init__(self):
+            self.calls = 0
+
+        def __call__(self, pred, target):
+            epoch = self.calls // len(loader)
+            self.calls += 1
+            return 0.0 * pred.sum() + max(3.0 - epoch, 1.0)
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, patience=1, factor=0.5)
+    trainer = Trainer(model, loader, None, optimizer, plateau, loss_fn=ScriptedTrainLoss(),
+                      config=FP32)
+    history = trainer.train(6)
+    assert history["train_loss"] == [3.0, 2.0, 1.0, 1.0, 1.0, 1.0]
+    # torch's rule: reduce once the bad epochs (4th and 5th) exceed the patience of 1
+    assert history["lr"] == pytest.approx([0.1, 0.1, 0.1, 0.1, 0.1, 0.05])
+
+
+def test_trainer_without_optimizer_builds_the_configured_one():
+    model, loader, _, _ = linear_setup()
+    reference = nn.Conv1d(3, 2, 1)
+    reference.load_state_dict(model.state_dict())
+    config = TrainingConfig(mixed_precision=False, gradient_clipping=0.0, optimizer="adamw",
+                            learning_rate=3e-2, weight_decay=0.25)
+    trainer = Trainer(model, loader, None, optimizer=None, config=config)
+    group = trainer.optimizer.param_groups[0]
+    assert (group["lr"], group["weight_decay"]) == (3e-2, 0.25)
+    trainer.train(2)
+    ref_opt = torch.optim.AdamW(reference.parameters(), lr=3e-2, weight_decay=0.25)
+    for _ in range(2):
+        for x, y in loader:
+            ref_opt.zero_grad()
+            nn.functional.mse_loss(reference(x), y).backward()
+            ref_opt.step()
+    for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)

@@ -17,6 +17,8 @@ import torch
 os.environ["TRITON_INTERPRET"] = "1"  # before triton, and the kernels, are first imported
 pytest.importorskip("triton", reason="the Triton kernels need the triton package")
 
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 from triton.runtime.interpreter import InterpretedFunction  # noqa: E402
 
 from nol_fast.ops.triton import optim  # noqa: E402
@@ -228,3 +230,25 @@ def test_invalid_inputs_raise(bad):
              else ValueError)
     with pytest.raises(error):
         adam_step_triton(params, grads, exp_avgs, exp_avg_sqs, [], [1] * len(params), **kwargs)
+
+
+# The interpreter runs one program per chunk: a few drawn groups only.
+@settings(max_examples=10)
+@given(sizes=st.lists(st.integers(1, 5000), min_size=1, max_size=4),
+       flags=st.fixed_dictionaries({"weight_decay": st.sampled_from([0.0, 0.1]),
+                                    "decoupled": st.booleans(), "amsgrad": st.booleans(),
+                                    "maximize": st.booleans()}),
+       lr=st.floats(1e-4, 0.1), betas=st.tuples(st.floats(0.0, 0.99), st.floats(0.5, 0.999)),
+       n_steps=st.integers(1, 3), seed=st.integers(0, 2**16))
+def test_adam_kernel_matches_torch_on_drawn_groups(sizes, flags, lr, betas, n_steps, seed):
+    gen = torch.Generator().manual_seed(seed)
+    params = [torch.randn(n, generator=gen) for n in sizes]
+    grads = [[torch.randn(n, generator=gen) for n in sizes] for _ in range(n_steps)]
+    expected = _torch_adam(params, grads, lr=lr, betas=betas, eps=1e-8, **flags)
+    moments = [[torch.zeros(n) for n in sizes] for _ in range(3 if flags["amsgrad"] else 2)]
+    for step, step_grads in enumerate(grads, start=1):
+        adam_step_triton(params, step_grads, *moments[:2], moments[2] if flags["amsgrad"] else [],
+                         [step] * len(params), lr=lr, beta1=betas[0], beta2=betas[1], eps=1e-8,
+                         **flags)
+    for p, e in zip(params, expected, strict=True):
+        torch.testing.assert_close(p, e, rtol=1e-5, atol=1e-6)

@@ -6,7 +6,8 @@ already imported for the GPU in this process. Shapes are odd and small (the inte
 tens of milliseconds on each program of these kernels) and cover 1-D to 3-D grids, negative
 frequencies, output spectra larger than the input, a weight larger than the grid allows,
 channel counts off the 16-wide tiles, several tiles and reduction steps per dim, and batches
-of 1, 3 and 17.
+of 1, 3 and 17; a property-based test draws whole problems for the backend (transforms and
+kernels) against the reference backend.
 """
 
 from __future__ import annotations
@@ -19,8 +20,12 @@ import torch
 os.environ["TRITON_INTERPRET"] = "1"  # before triton, and the kernels, are first imported
 pytest.importorskip("triton", reason="the Triton kernels need the triton package")
 
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 from triton.runtime.interpreter import InterpretedFunction  # noqa: E402
 
+from nol_fast.ops.spectral_conv import cuda, mode_index, reference  # noqa: E402
+from nol_fast.ops.spectral_conv.modes import kept_shape  # noqa: E402
 from nol_fast.ops.triton import spectral_conv  # noqa: E402
 from nol_fast.ops.triton.spectral_conv import (  # noqa: E402
     spectral_mix_backward,
@@ -235,3 +240,37 @@ def test_backward_rejects_mismatched_shapes():
                               n_last, x.shape[2:])
     with pytest.raises(ValueError, match="in_spec_shape must match"):
         spectral_mix_backward(grad_ft, x_ft, weight, in_index, out_index, w_index, n_last, (20,))
+
+
+@st.composite
+def composition_problems(draw):
+    """``(in_grid, out_grid, n_modes, batch, in_channels, out_channels, seed)``, small."""
+    n_dims = draw(st.integers(1, 3))
+    size = st.integers(1, {1: 20, 2: 9, 3: 5}[n_dims])
+    in_grid = tuple(draw(size) for _ in range(n_dims))
+    out_grid = tuple(draw(st.sampled_from([n, draw(size)])) for n in in_grid)
+    n_modes = tuple(draw(st.integers(1, n + 2)) for n in in_grid)
+    return (in_grid, out_grid, n_modes, draw(st.integers(1, 3)), draw(st.integers(1, 18)),
+            draw(st.integers(1, 18)), draw(st.integers(0, 2**16)))
+
+
+# The interpreter spends tens of milliseconds per program: a few drawn problems only.
+@settings(max_examples=12)
+@given(problem=composition_problems())
+def test_triton_backend_matches_the_reference_backend(problem):
+    """The Triton backend (cuFFT's stand-in torch.fft around the kernels) on CPU tensors."""
+    in_grid, out_grid, n_modes, batch, cin, cout, seed = problem
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, cin, *in_grid, generator=g)
+    w = torch.randn(cin, cout, *kept_shape(n_modes), generator=g, dtype=torch.complex64)
+    grad_y = torch.randn(batch, cout, *out_grid, generator=g)
+    index = mode_index(n_modes, in_grid, out_grid)
+    y, x_modes = cuda.cuda_forward(x, w, index, out_grid)
+    y_ref, x_modes_ref = reference.reference_forward(x, w, index, out_grid)
+    got = (y, x_modes, *cuda.cuda_backward(grad_y, x_modes, w, index, in_grid))
+    want = (y_ref, x_modes_ref,
+            *reference.reference_backward(grad_y, x_modes_ref, w, index, in_grid))
+    for a, b in zip(got, want, strict=True):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        scale = float(b.abs().max()) if b.numel() else 0.0
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * scale + 1e-30)

@@ -23,7 +23,7 @@ from nol_fast.training.callbacks import (
     ModelCheckpoint,
     TensorBoardLogger,
 )
-from nol_fast.training.losses import loss_from_name
+from nol_fast.training.losses import loss_from_config
 from nol_fast.training.optimizers import create_optimizer, create_scheduler
 
 logger = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def build_trainer(config: Config, device: torch.device) -> Trainer:
         val_loader=create_data_loader(data, split="val"),
         optimizer=optimizer,
         scheduler=scheduler,
-        loss_fn=loss_from_name(training.loss),
+        loss_fn=loss_from_config(training.loss),
         device=device,
         config=training,
     )

@@ -21,8 +21,8 @@ ModelClass = TypeVar("ModelClass", bound=type[NeuralOperatorBase])
 # name or alias -> (canonical name, class)
 _REGISTRY: dict[str, tuple[str, type[NeuralOperatorBase]]] = {}
 
-# Config keys that name the model rather than configure it.
-_IGNORED_KEYS = ("model_type", "name")
+# The config key that names the model rather than configures it.
+_TYPE_KEY = "model_type"
 
 
 def register_model(name: str, *aliases: str) -> Callable[[ModelClass], ModelClass]:
@@ -90,8 +90,10 @@ def _check_options(name: str, cls: type, options: Mapping[str, Any]) -> None:
                               inspect.Parameter.KEYWORD_ONLY)]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
-        raise TypeError(f"model '{name}' got unknown option(s) {', '.join(map(repr, unknown))}; "
-                        f"accepted options: {', '.join(accepted)}")
+        # A 'name' key is a likely stand-in for model_type: say where the model is chosen.
+        hint = f" (the model is chosen by '{_TYPE_KEY}')" if "name" in unknown else ""
+        raise TypeError(f"model '{name}' got unknown option(s) {', '.join(map(repr, unknown))}"
+                        f"{hint}; accepted options: {', '.join(accepted)}")
     missing = [p.name for p in params
                if p.name in accepted and p.default is inspect.Parameter.empty
                and p.name not in options]
@@ -109,9 +111,9 @@ def create_model(model_type: str, config: Mapping[str, Any] | object | None = No
     model_type : str
         A name or alias from :func:`available_models`.
     config : mapping or object with ``__dict__``
-        Constructor keyword arguments, e.g. the ``model`` section of a config file. The keys
-        ``model_type`` and ``name`` are ignored, so ``config.model.__dict__`` can be passed
-        as is.
+        Constructor keyword arguments, e.g. the ``model`` section of a config file. The key
+        ``model_type`` is ignored, so ``config.model.__dict__`` can be passed as is; any other
+        key the model does not take (``name`` included) is an error.
 
     Returns
     -------
@@ -138,8 +140,7 @@ def create_model(model_type: str, config: Mapping[str, Any] | object | None = No
         raise ValueError(f"unknown model {model_type!r}; choose one of: "
                          f"{', '.join(available_models())}")
     name, cls = _REGISTRY[model_type]
-    options = {key: value for key, value in section_to_dict(config).items()
-               if key not in _IGNORED_KEYS}
+    options = {key: value for key, value in section_to_dict(config).items() if key != _TYPE_KEY}
     _check_options(name, cls, options)
     model = cls(**options)
     model.model_config = {"model_type": name, **_plain(options)}

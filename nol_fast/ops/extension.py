@@ -1,29 +1,112 @@
 """The compiled extension ``nol_fast._C``, loaded once, or the reason it is missing.
 
-``setup.py`` builds it from ``csrc/`` (and ``kernels/`` with CUDA); a package installed without a
-compiler has no extension, and the ops then run on their other backends.
+``setup.py`` builds it from ``csrc/`` (and ``kernels/`` with CUDA). A package installed without a
+compiler, or built with ``NOL_FAST_BUILD_EXT=0``, has no extension; one whose extension cannot
+be loaded here (a wheel built for a newer glibc, a damaged file) warns once, with the loader's
+reason. Either way the ops run on their other backends (reference, Triton).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import warnings
 from types import ModuleType
+from typing import Any
+
+MODULE = "nol_fast._C"
 
 
 def _load() -> tuple[ModuleType | None, str | None]:
+    """``(the extension, None)``, or ``(None, why it is missing)``, warning if it is broken."""
     try:
-        return importlib.import_module("nol_fast._C"), None
+        return importlib.import_module(MODULE), None
     except ImportError as error:
-        return None, f"nol_fast._C is not built ({error})"
+        if isinstance(error, ModuleNotFoundError) and error.name == MODULE:
+            return None, (f"{MODULE} is not built (installed without a C++ compiler, or with "
+                          "NOL_FAST_BUILD_EXT=0)")
+        reason = f"{MODULE} cannot be loaded: {error}"
+        warnings.warn(
+            f"{reason}. nol_fast runs its ops on the reference and Triton backends instead; "
+            "install a build of nol-fast made for this machine (docs/building-wheels.md).",
+            RuntimeWarning,
+            stacklevel=1,
+        )
+        return None, reason
 
 
 EXTENSION, UNAVAILABLE = _load()
 
 
+@functools.cache
+def _cuda_runtime_error() -> str:
+    """Why the extension's CUDA kernels cannot run in this process ('' when they can); asked
+    once, since the answer (driver, devices) does not change while the process lives."""
+    return EXTENSION.cuda_runtime_error()
+
+
 def missing(cuda: bool = False) -> str | None:
-    """``None`` when the extension (built with CUDA, if ``cuda``) is loaded, else why not."""
+    """``None`` when the extension (built with CUDA, if ``cuda``) is loaded, else why not.
+
+    With ``cuda``, a CUDA build whose kernels cannot run here (a driver older than the CUDA
+    runtime it was built with, or no device) is missing too; the first such call initialises
+    the CUDA runtime.
+    """
     if EXTENSION is None:
         return UNAVAILABLE
-    if cuda and not EXTENSION.has_cuda:
-        return "nol_fast._C was built without CUDA (see NOL_FAST_BUILD_CUDA in setup.py)"
-    return None
+    if not cuda:
+        return None
+    if not EXTENSION.has_cuda:
+        return f"{MODULE} was built without CUDA (see NOL_FAST_BUILD_CUDA in setup.py)"
+    error = _cuda_runtime_error()
+    return f"the CUDA kernels of {MODULE} cannot run here: {error}" if error else None
+
+
+def build_info() -> dict[str, Any]:
+    """How the loaded extension was built, or why there is none.
+
+    Returns
+    -------
+    dict
+        ``{'extension': 'loaded'}`` plus the extension's record: ``version`` (the package
+        version it was built as, with a local label such as ``+cu130``), ``compiler``,
+        ``cuda`` (the CUDA runtime version, or ``None`` for a CPU-only build) and
+        ``cuda_archs`` (``'80;90'``, or ``''``); or ``{'extension': <why it is missing>}``
+        (or why its record is).
+
+    Examples
+    --------
+    >>> sorted(build_info())  # doctest: +SKIP
+    ['compiler', 'cuda', 'cuda_archs', 'extension', 'version']
+    """
+    if EXTENSION is None:
+        return {"extension": UNAVAILABLE}
+    # An extension built in place from an older source has no record until it is rebuilt.
+    record = getattr(EXTENSION, "build_info", None)
+    if record is None:
+        return {"extension": f"{MODULE} is loaded but has no build record (built from an older "
+                             "source; reinstall to rebuild it)"}
+    return {"extension": "loaded", **record}
+
+
+def build_summary() -> str:
+    """One line on the compiled extension for ``nol-fast info``: how it was built, or why it
+    is missing.
+
+    Examples
+    --------
+    >>> build_summary()  # doctest: +SKIP
+    'nol_fast._C loaded: built as nol-fast 0.1.0 by gcc 12.2.0; CPU kernels, no CUDA kernels'
+    """
+    info = build_info()
+    if EXTENSION is None:
+        return f"{info['extension']}; the ops run on their reference and Triton backends"
+    if info["extension"] != "loaded":
+        return info["extension"]
+    if info["cuda"] is None:
+        kernels = "CPU kernels, no CUDA kernels"
+    else:
+        archs = info["cuda_archs"].split(";")
+        kernels = (f"CPU kernels, CUDA {info['cuda']} kernels for "
+                   f"{', '.join(f'sm_{arch}' for arch in archs)} (PTX for compute_{archs[-1]})")
+    return f"{MODULE} loaded: built as nol-fast {info['version']} by {info['compiler']}; {kernels}"

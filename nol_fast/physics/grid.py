@@ -13,6 +13,10 @@ A periodic grid with ``n`` points along a dimension of length ``L`` has spacing
 cell, so ``0`` is on the grid and ``L`` (the same point as ``0`` by periodicity) is not. This
 is the layout that the discrete Fourier transform assumes. With ``endpoint=True`` the points
 are instead ``x_i = i * L / (n - 1)``, covering both ends of a non-periodic interval.
+
+A :class:`Grid` records how a field was sampled, per dimension (periodic cell starts or both
+ends) and in time (the step between records), for the PDE residuals of
+:mod:`nol_fast.physics.residuals`.
 """
 
 from __future__ import annotations
@@ -20,11 +24,19 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-__all__ = ["cell_volume", "domain_lengths", "grid_spacing", "uniform_grid"]
+__all__ = [
+    "Grid",
+    "cell_volume",
+    "domain_lengths",
+    "grid_dims",
+    "grid_spacing",
+    "uniform_grid",
+]
 
 
 def _check_shape(spatial_shape: Sequence[int]) -> tuple[int, ...]:
@@ -37,6 +49,26 @@ def _check_shape(spatial_shape: Sequence[int]) -> tuple[int, ...]:
             f"spatial_shape must be a non-empty sequence of positive ints, got {spatial_shape!r}"
         )
     return shape
+
+
+def grid_dims(field: Tensor, name: str, vector: bool = False) -> int:
+    """Number of grid dims of a field, or a ``ValueError`` that shows its shape.
+
+    A scalar field is ``(batch, channels, *grid)``, a vector field
+    ``(batch, channels, n_dims, *grid)`` (one component per grid dim); 1 to 3 grid dims.
+
+    Examples
+    --------
+    >>> grid_dims(torch.zeros(4, 2, 2, 16, 16), "v", vector=True)
+    2
+    """
+    lead = 3 if vector else 2
+    n_dims = field.ndim - lead
+    layout = "(batch, channels, n_dims, *grid)" if vector else "(batch, channels, *grid)"
+    if not 1 <= n_dims <= 3 or (vector and field.shape[2] != n_dims):
+        raise ValueError(f"{name} must have shape {layout} with 1, 2 or 3 grid dims, got shape "
+                         f"{tuple(field.shape)}")
+    return n_dims
 
 
 def domain_lengths(domain: float | Sequence[float], n_dims: int) -> tuple[float, ...]:
@@ -181,3 +213,73 @@ def uniform_grid(
         axes.append(torch.arange(n, device=device, dtype=dtype) * step)
     # grid: (*spatial_shape, n_dims)
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """How a field's samples sit in space, and its records in time.
+
+    Parameters
+    ----------
+    domain
+        Length ``L`` of every spatial dimension, or one length per dimension.
+    periodic
+        Per dimension (or one flag for all): ``True`` for the periodic cell starts
+        ``x_i = i L / n`` (spacing ``L / n``), ``False`` for points on both ends,
+        ``x_i = i L / (n - 1)`` (spacing ``L / (n - 1)``), as Darcy's nodes.
+    dt
+        Time between consecutive records of a time-dependent field (its channels), or
+        ``None`` for a field without a time axis.
+
+    Examples
+    --------
+    >>> Grid(periodic=False).spacing((5, 5))
+    (0.25, 0.25)
+    >>> Grid(domain=2.0, dt=0.1).spacing((8,))
+    (0.25,)
+    """
+
+    domain: float | tuple[float, ...] = 1.0
+    periodic: bool | tuple[bool, ...] = True
+    dt: float | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.domain, Sequence):
+            object.__setattr__(self, "domain", domain_lengths(self.domain, len(self.domain)))
+        else:
+            domain_lengths(self.domain, 1)
+        flags = self.periodic if isinstance(self.periodic, Sequence) else (self.periodic,)
+        if not flags or not all(isinstance(flag, bool) for flag in flags):
+            raise ValueError(f"periodic must be a bool or a sequence of bools, got "
+                             f"{self.periodic!r}")
+        if isinstance(self.periodic, Sequence):
+            object.__setattr__(self, "periodic", tuple(self.periodic))
+        if self.dt is not None and (
+            isinstance(self.dt, bool) or not isinstance(self.dt, numbers.Real)
+            or not math.isfinite(self.dt) or self.dt <= 0
+        ):
+            raise ValueError(f"dt must be a finite number > 0 or None, got {self.dt!r}")
+
+    def lengths(self, n_dims: int) -> tuple[float, ...]:
+        """Domain length of each of ``n_dims`` spatial dimensions."""
+        return domain_lengths(self.domain, n_dims)
+
+    def periodicity(self, n_dims: int) -> tuple[bool, ...]:
+        """Whether each of ``n_dims`` spatial dimensions is periodic."""
+        if not isinstance(self.periodic, tuple):
+            return (self.periodic,) * n_dims
+        if len(self.periodic) != n_dims:
+            raise ValueError(f"periodic must be one flag or {n_dims} flags (one per grid "
+                             f"dimension), got {self.periodic!r}")
+        return self.periodic
+
+    def spacing(self, spatial_shape: Sequence[int]) -> tuple[float, ...]:
+        """Spacing of the points along each dimension of a field of this spatial shape."""
+        shape = _check_shape(spatial_shape)
+        flags = self.periodicity(len(shape))
+        for n, periodic in zip(shape, flags, strict=True):
+            if not periodic and n < 2:
+                raise ValueError(f"a non-periodic dimension needs at least 2 points, got "
+                                 f"spatial shape {shape}")
+        return tuple(length / (n if periodic else n - 1) for length, n, periodic
+                     in zip(self.lengths(len(shape)), shape, flags, strict=True))

@@ -60,8 +60,10 @@ class TrainingConfig:
     monitor
         Metric used to step plateau schedulers.
     loss
-        Data loss of config-driven runs (the CLI): ``'mse'`` or ``'rel_l2'`` (the mean
-        per-sample relative L2 error, the FNO paper's training loss).
+        Loss of config-driven runs (the CLI): ``'mse'``, ``'rel_l2'`` (the mean per-sample
+        relative L2 error, the FNO paper's training loss), or a mapping such as
+        ``{'name': 'physics_informed', 'data_loss': 'rel_l2', 'pde': 'darcy', ...}``
+        (:func:`nol_fast.training.losses.loss_from_config`).
     seed
         Seed for python, numpy and torch set by config-driven runs (the CLI) before the model
         is built, so a run is reproducible; ``None`` leaves the generators alone.
@@ -100,7 +102,7 @@ class TrainingConfig:
     scheduler_interval: str = "auto"
     monitor: str = "val_loss"
     seed: int | None = 0
-    loss: str = "mse"
+    loss: str | dict[str, Any] = "mse"
     compile: str = "off"
     cuda_graphs: bool = False
     amp_dtype: str | None = None
@@ -123,8 +125,13 @@ class TrainingConfig:
             setattr(self, name, as_real(getattr(self, name), name, minimum=0))
         if self.gradient_clipping is not None:
             self.gradient_clipping = as_real(self.gradient_clipping, "gradient_clipping", 0)
-        if self.loss not in ("mse", "rel_l2"):
-            raise ValueError(f"loss must be one of: mse, rel_l2; got {self.loss!r}")
+        if isinstance(self.loss, Mapping):
+            from nol_fast.training.losses import loss_from_config
+
+            loss_from_config(self.loss)  # builds it once: a bad key fails on load
+        elif self.loss not in ("mse", "rel_l2"):
+            raise ValueError(f"loss must be one of: mse, rel_l2, or a mapping with a 'name'; "
+                             f"got {self.loss!r}")
         if self.scheduler_interval not in ("auto", "step", "epoch"):
             raise ValueError(
                 f"scheduler_interval must be one of: auto, step, epoch; "

@@ -8,23 +8,32 @@ and summed, and its unweighted value is kept in ``last_components`` so a trainin
 the balance between the terms without synchronising with the device.
 
 All fields are tensors of shape ``(batch, channels, *grid)`` with 1, 2 or 3 grid dimensions,
-sampled on the uniform periodic grid of :mod:`nol_fast.physics.grid` (cell-start points on
-``[0, L)^d``). PDE residuals and boundary errors are supplied as functions
-``fn(u, coords) -> Tensor``; the derivative operators that such functions need live in
+sampled on the uniform grids of :mod:`nol_fast.physics.grid`. PDE residuals and boundary
+errors are built-ins of :mod:`nol_fast.physics` chosen by name (the residuals of the standard
+benchmarks, on fused kernels where they have one) or functions ``fn(u, coords) -> Tensor``;
+this module is the layer the Training API specifies, the physics lives in
 :mod:`nol_fast.physics`.
 """
 
 from __future__ import annotations
 
-import math
-import numbers
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
+from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nol_fast.physics.grid import cell_volume, domain_lengths, uniform_grid
+from nol_fast.physics.boundary import BoundaryCondition
+from nol_fast.physics.grid import uniform_grid
+from nol_fast.physics.pde_residual import PDEResidual
+from nol_fast.training.conservation_loss import CONSERVATION_TYPES, ConservationLoss
+from nol_fast.training.loss_checks import (
+    check_field,
+    check_same_shape,
+    check_scalar,
+    check_weight,
+    mean_square,
+)
 from nol_fast.training.metrics import relative_l2
 
 __all__ = [
@@ -34,6 +43,7 @@ __all__ = [
     "ConservationLoss",
     "PhysicsInformedLoss",
     "RelativeL2Loss",
+    "loss_from_config",
     "loss_from_name",
 ]
 
@@ -42,10 +52,9 @@ FieldFn = Callable[[Tensor, Tensor], Tensor]
 #: ``fn(pred, reference) -> Tensor``: a 0-dim loss.
 PairLoss = Callable[[Tensor, Tensor], Tensor]
 
-DATA_LOSSES: dict[str, PairLoss] = {"l1": F.l1_loss, "mse": F.mse_loss}
-#: Keys of ``PhysicsInformedLoss.last_components``, in the order the terms are computed.
+#: The terms of ``PhysicsInformedLoss``, in the order they are computed; the unweighted value
+#: of term ``t`` is ``last_components[f"loss_{t}"]``.
 TERMS = ("data", "pde", "boundary", "conservation")
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 class RelativeL2Loss(nn.Module):
@@ -56,16 +65,25 @@ class RelativeL2Loss(nn.Module):
 
     Examples
     --------
+    >>> import torch
     >>> loss = RelativeL2Loss()
     >>> float(loss(torch.full((2, 1, 4), 1.1), torch.ones(2, 1, 4)))  # doctest: +ELLIPSIS
     0.100000...
     """
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
-        _check_same_shape(pred, target, "target")
-        return relative_l2(pred, target).mean()
+        return relative_l2_loss(pred, target)
 
 
+def relative_l2_loss(pred: Tensor, target: Tensor) -> Tensor:
+    """Mean over the batch of the per-sample relative L2 error (:class:`RelativeL2Loss`)."""
+    check_same_shape(pred, target, "target")
+    return relative_l2(pred, target).mean()
+
+
+#: Data terms of ``PhysicsInformedLoss`` by name.
+DATA_LOSSES: dict[str, PairLoss] = {"l1": F.l1_loss, "mse": F.mse_loss,
+                                    "rel_l2": relative_l2_loss}
 #: Data losses of config-driven runs (``TrainingConfig.loss``).
 NAMED_LOSSES: dict[str, Callable[[], nn.Module]] = {"mse": nn.MSELoss, "rel_l2": RelativeL2Loss}
 
@@ -77,206 +95,72 @@ def loss_from_name(name: str) -> nn.Module:
     return NAMED_LOSSES[name]()
 
 
-def _mass(flat: Tensor, grid: tuple[int, ...], domain: float | Sequence[float]) -> Tensor:
-    # flat: (batch, channels, n_points) -> (batch, channels, 1)
-    return flat.sum(-1, keepdim=True) * cell_volume(grid, domain)
+#: Keys of a ``physics_informed`` loss in a config, besides ``name``.
+PHYSICS_KEYS = ("data_loss", "data_weight", "pde_weight", "boundary_weight",
+                "conservation_weight", "pde", "boundary", "conservation")
 
 
-def _momentum(flat: Tensor, grid: tuple[int, ...], domain: float | Sequence[float]) -> Tensor:
-    # x: (n_points, n_dims); flat: (batch, channels, n_points) -> (batch, channels, n_dims)
-    x = uniform_grid(grid, domain, device=flat.device, dtype=flat.dtype).reshape(-1, len(grid))
-    return (flat @ x) * cell_volume(grid, domain)
+def _named_with_options(value: object, what: str) -> tuple[str, dict[str, Any]]:
+    """``'name'`` or ``{name: ..., **options}`` as ``(name, options)``."""
+    if isinstance(value, str):
+        return value, {}
+    if isinstance(value, Mapping) and isinstance(value.get("name"), str):
+        options = dict(value)
+        return options.pop("name"), options
+    raise ValueError(f"loss config: {what} must be a name or a mapping with a 'name', got "
+                     f"{value!r}")
 
 
-def _energy(flat: Tensor, grid: tuple[int, ...], domain: float | Sequence[float]) -> Tensor:
-    # flat: (batch, channels, n_points) -> (batch, channels, 1)
-    return 0.5 * flat.square().sum(-1, keepdim=True) * cell_volume(grid, domain)
-
-
-_QUANTITIES = {"energy": _energy, "mass": _mass, "momentum": _momentum}
-CONSERVATION_TYPES: tuple[str, ...] = tuple(sorted(_QUANTITIES))
-
-
-def _check_weight(name: str, value: object) -> float:
-    """Return ``value`` as a float if it is a finite number >= 0, else raise a ValueError."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
-
-
-def _check_field(name: str, u: object) -> None:
-    """Raise unless ``u`` is a tensor of shape ``(batch, channels, *grid)``, 1 to 3 grid dims."""
-    if not isinstance(u, Tensor):
-        raise TypeError(f"{name} must be a tensor, got {type(u).__name__}")
-    if not 3 <= u.ndim <= 5:
-        raise ValueError(
-            f"{name} must have shape (batch, channels, *grid) with 1, 2 or 3 grid dims, "
-            f"got shape {tuple(u.shape)}"
-        )
-
-
-def _check_same_shape(pred: Tensor, other: Tensor, other_name: str) -> None:
-    if pred.shape != other.shape:
-        raise ValueError(
-            f"pred and {other_name} must have the same shape, got pred {tuple(pred.shape)} "
-            f"and {other_name} {tuple(other.shape)}"
-        )
-
-
-def _check_scalar(what: str, value: object) -> Tensor:
-    """Return ``value`` if it is a 0-dim floating-point tensor, else raise."""
-    if not isinstance(value, Tensor) or value.ndim != 0 or not value.is_floating_point():
-        got = f"shape {tuple(value.shape)}" if isinstance(value, Tensor) else type(value).__name__
-        raise ValueError(f"{what} must return a 0-dim floating-point tensor, got {got}")
-    return value
-
-
-def _upcast(x: Tensor) -> Tensor:
-    """Accumulate float16/bfloat16 tensors in float32: their sums lose too many digits."""
-    return x.float() if x.dtype in _LOW_PRECISION else x
-
-
-def _mean_square(what: str, value: object, batch: int) -> Tensor:
-    """Mean square of the pointwise tensor ``value`` of shape ``(batch, ...)``."""
-    if not isinstance(value, Tensor) or not value.is_floating_point():
-        got = f"dtype {value.dtype}" if isinstance(value, Tensor) else type(value).__name__
-        raise TypeError(f"{what} must return a real floating-point tensor, got {got}")
-    if value.ndim == 0 or value.shape[0] != batch or value.numel() == 0:
-        raise ValueError(
-            f"{what} must return a non-empty pointwise tensor of shape (batch, ...) with "
-            f"batch={batch}, got shape {tuple(value.shape)}"
-        )
-    return _upcast(value).square().mean()
-
-
-class ConservationLoss(nn.Module):
-    """Penalise the difference in conserved quantities between two fields.
-
-    For each type ``t`` the quantity ``Q_t`` is computed per sample and channel as a Riemann
-    sum on the periodic grid (``sum(f) * cell_volume == mean(f) * |domain|``):
-
-    * ``'mass'``: ``Q = ∫ u dx``;
-    * ``'momentum'``: the first moment ``Q_k = ∫ x_k u dx``, one value per spatial dimension
-      ``k``. A scalar field carries no velocity, so this is the convention used: for a
-      density ``ρ`` obeying ``∂ρ/∂t + ∇·(ρv) = 0``, ``d/dt ∫ x ρ dx = ∫ ρ v dx`` is the total
-      momentum, and matching first moments matches the centre of mass that the momentum
-      moves. Unlike mass and energy it is not invariant under a periodic shift of the field;
-    * ``'energy'``: ``Q = ½ ∫ u² dx``.
-
-    The loss is ``Σ_t w_t · mean((Q_t(pred) - Q_t(reference))²)``, the mean taken over
-    batch, channels and components.
+def loss_from_config(spec: str | Mapping[str, Any]) -> nn.Module:
+    """The loss a config's ``training.loss`` describes.
 
     Parameters
     ----------
-    conservation_types
-        Types to penalise, from :data:`CONSERVATION_TYPES`; a single name is accepted.
-    weights
-        ``{type: weight}`` for some of ``conservation_types``; the others weigh 1.0.
-    domain
-        Length of every grid dimension, or one length per dimension.
-
-    Attributes
-    ----------
-    last_components : dict[str, Tensor]
-        After each call, the detached 0-dim unweighted term of every type (on the device).
+    spec
+        A name of :data:`NAMED_LOSSES` (``'mse'``, ``'rel_l2'``), or a mapping with ``name``:
+        ``{'name': 'rel_l2'}``, or ``{'name': 'physics_informed', ...}`` with the keys of
+        :data:`PHYSICS_KEYS`: ``data_loss`` and the four weights of
+        :class:`PhysicsInformedLoss`; ``pde``: a residual name or
+        ``{name, grid, backend, **parameters}`` (:meth:`PhysicsInformedLoss.set_pde_residual`);
+        ``boundary``: ``'dirichlet'``/``'periodic'`` or ``{name, value, dims}``;
+        ``conservation``: ``{conservation_types, weights, domain, channels, reference}``.
 
     Examples
     --------
-    >>> loss_fn = ConservationLoss(
-    ...     conservation_types=["mass", "momentum", "energy"],
-    ...     weights={"mass": 1.0, "momentum": 0.5, "energy": 0.1},
-    ... )
-    >>> u = torch.rand(2, 1, 16, 16)
-    >>> float(loss_fn(u, u))
-    0.0
-    >>> sorted(loss_fn.last_components)
-    ['energy', 'mass', 'momentum']
+    >>> loss_fn = loss_from_config({"name": "physics_informed", "data_loss": "rel_l2",
+    ...                             "pde": {"name": "darcy", "forcing": 1.0},
+    ...                             "pde_weight": 1e-4, "boundary": "dirichlet"})
+    >>> type(loss_fn.pde_residual).__name__, loss_fn.pde_weight
+    ('PDEResidual', 0.0001)
     """
-
-    def __init__(
-        self,
-        conservation_types: str | Sequence[str] = ("mass",),
-        weights: Mapping[str, float] | None = None,
-        domain: float | Sequence[float] = 1.0,
-    ) -> None:
-        super().__init__()
-        if isinstance(conservation_types, str):
-            conservation_types = (conservation_types,)
-        types = tuple(conservation_types)
-        choices = ", ".join(CONSERVATION_TYPES)
-        if not types:
-            raise ValueError(f"conservation_types is empty; choose from: {choices}")
-        for name in types:
-            if name not in _QUANTITIES:
-                raise ValueError(f"unknown conservation type {name!r}; choose one of: {choices}")
-        if len(set(types)) != len(types):
-            raise ValueError(f"conservation_types lists a type twice: {types!r}")
-        weights = dict(weights or {})
-        for name in weights:
-            if name not in types:
-                raise ValueError(
-                    f"weights has an entry for {name!r}, which is not one of the "
-                    f"conservation_types {types!r}"
-                )
-        domain_lengths(domain, len(domain) if isinstance(domain, Sequence) else 1)  # validate
-        self.conservation_types = types
-        self.weights = {t: _check_weight(f"weights[{t!r}]", weights.get(t, 1.0)) for t in types}
-        self.domain = domain
-        self.last_components: dict[str, Tensor] = {}
-
-    def quantities(self, u: Tensor) -> dict[str, Tensor]:
-        """Conserved quantities of ``u``, per sample and channel.
-
-        Parameters
-        ----------
-        u
-            Field of shape ``(batch, channels, *grid)``.
-
-        Returns
-        -------
-        dict[str, Tensor]
-            For each type, a tensor of shape ``(batch, channels, n_components)``: one
-            component for mass and energy, one per grid dimension for momentum. float16 and
-            bfloat16 fields are summed in float32.
-
-        Examples
-        --------
-        >>> ConservationLoss(["mass", "momentum"]).quantities(torch.ones(1, 1, 4))["momentum"]
-        tensor([[[0.3750]]])
-        """
-        _check_field("u", u)
-        grid = tuple(u.shape[2:])
-        flat = _upcast(u).flatten(2)  # (batch, channels, n_points)
-        return {t: _QUANTITIES[t](flat, grid, self.domain) for t in self.conservation_types}
-
-    def forward(self, pred: Tensor, reference: Tensor) -> Tensor:
-        """Weighted squared difference of the conserved quantities of two fields.
-
-        Parameters
-        ----------
-        pred, reference
-            Fields of the same shape ``(batch, channels, *grid)``.
-
-        Returns
-        -------
-        Tensor
-            0-dim loss.
-        """
-        _check_field("pred", pred)
-        _check_field("reference", reference)
-        _check_same_shape(pred, reference, "reference")
-        q_pred, q_ref = self.quantities(pred), self.quantities(reference)
-        components = {t: (q_pred[t] - q_ref[t]).square().mean() for t in self.conservation_types}
-        self.last_components = {t: c.detach() for t, c in components.items()}
-        return sum(self.weights[t] * c for t, c in components.items())
-
-    def extra_repr(self) -> str:
-        return f"weights={self.weights}, domain={self.domain!r}"
+    name, options = _named_with_options(spec, "loss")
+    if name in NAMED_LOSSES:
+        if options:
+            raise ValueError(f"loss config: the {name} loss takes no options, got "
+                             f"{sorted(options)}")
+        return loss_from_name(name)
+    if name != "physics_informed":
+        raise ValueError(f"unknown loss {name!r}; choose one of: "
+                         f"{', '.join([*NAMED_LOSSES, 'physics_informed'])}")
+    unknown = sorted(set(options) - set(PHYSICS_KEYS))
+    if unknown:
+        raise ValueError(f"loss config: unknown key(s) {unknown} for physics_informed; choose "
+                         f"from: {', '.join(PHYSICS_KEYS)}")
+    # YAML reads 1e-4 (no decimal point) as a string; the weights are numbers.
+    kwargs = {k: float(v) if isinstance(v, str) and k.endswith("_weight") else v
+              for k, v in options.items() if k == "data_loss" or k.endswith("_weight")}
+    loss_fn = PhysicsInformedLoss(**kwargs)
+    if options.get("pde") is not None:
+        residual, parameters = _named_with_options(options["pde"], "pde")
+        loss_fn.set_pde_residual(residual, **parameters)
+    if options.get("boundary") is not None:
+        condition, parameters = _named_with_options(options["boundary"], "boundary")
+        loss_fn.set_boundary_conditions(condition, **parameters)
+    if options.get("conservation") is not None:
+        conservation = dict(options["conservation"])
+        reference = conservation.pop("reference", "target")
+        loss_fn.set_conservation_laws(ConservationLoss(**conservation), reference)
+    return loss_fn
 
 
 class PhysicsInformedLoss(nn.Module):
@@ -285,7 +169,9 @@ class PhysicsInformedLoss(nn.Module):
     With ``u = pred`` and ``coords`` the grid coordinates, the terms are
 
     * ``data``: ``data_loss(pred, target)`` (mean squared error by default);
-    * ``pde``: ``mean(r²)`` with ``r = residual_fn(u, coords)``;
+    * ``pde``: ``mean(r²)`` with ``r`` the residual set by :meth:`set_pde_residual`: a
+      built-in residual of :mod:`nol_fast.physics.residuals` (``r = residual(u, inputs)``,
+      fused where a kernel exists) or ``r = residual_fn(u, coords)``;
     * ``boundary``: ``mean(b²)`` with ``b = boundary_fn(u, coords)``;
     * ``conservation``: ``conservation(pred, reference)``, ``reference`` being ``target``
       (or ``inputs``, see :meth:`set_conservation_laws`).
@@ -299,26 +185,27 @@ class PhysicsInformedLoss(nn.Module):
         Finite weights >= 0. They are plain attributes, checked again on every call, so a
         training loop may change them between steps.
     data_loss
-        A name from :data:`DATA_LOSSES` (``'mse'``, ``'l1'``) or ``callable(pred, target)``
-        returning a 0-dim tensor.
+        A name from :data:`DATA_LOSSES` (``'mse'``, ``'l1'``, ``'rel_l2'``) or
+        ``callable(pred, target)`` returning a 0-dim tensor.
 
     Attributes
     ----------
     last_components : dict[str, Tensor]
         After each call, the detached 0-dim unweighted value of every active term, keyed
-        ``'data'``, ``'pde'``, ``'boundary'``, ``'conservation'``; left on the device.
+        ``'loss_data'``, ``'loss_pde'``, ``'loss_boundary'``, ``'loss_conservation'``, and
+        with a :class:`ConservationLoss` its types as ``'loss_conservation_<type>'``; left on
+        the device. The Trainer logs them as ``train_loss_pde``, ``val_loss_pde``, ...
 
     Examples
     --------
-    >>> def laplace_1d(u, coords):  # u'' = 0 in the interior, by central differences
-    ...     h = coords[1, 0] - coords[0, 0]
-    ...     return (u[..., 2:] - 2 * u[..., 1:-1] + u[..., :-2]) / h**2
+    >>> import torch
     >>> loss_fn = PhysicsInformedLoss(data_weight=1.0, pde_weight=0.1, boundary_weight=0.05)
-    >>> loss_fn.set_pde_residual(laplace_1d)
+    >>> loss_fn.set_pde_residual("heat", diffusivity=0.01)   # steady: -κΔu = f
+    >>> loss_fn.set_boundary_conditions("periodic")
     >>> pred, target = torch.rand(4, 1, 32), torch.rand(4, 1, 32)
     >>> loss = loss_fn(pred, target)
     >>> sorted(loss_fn.last_components)
-    ['data', 'pde']
+    ['loss_boundary', 'loss_data', 'loss_pde']
     """
 
     def __init__(
@@ -345,14 +232,14 @@ class PhysicsInformedLoss(nn.Module):
         elif not callable(data_loss):
             raise TypeError(f"data_loss must be a name or a callable, got {data_loss!r}")
         self.data_loss = data_loss
-        self.pde_residual: FieldFn | None = None
+        self.pde_residual: PDEResidual | FieldFn | None = None
         self.boundary_fn: FieldFn | None = None
         self.conservation: PairLoss | None = None
         self.conservation_reference = "target"
         self.last_components: dict[str, Tensor] = {}
 
     def _weights(self) -> dict[str, float]:
-        return {t: _check_weight(f"{t}_weight", getattr(self, f"{t}_weight")) for t in TERMS}
+        return {t: check_weight(f"{t}_weight", getattr(self, f"{t}_weight")) for t in TERMS}
 
     def _set_fn(self, name: str, fn: Callable[..., Tensor] | None) -> None:
         """Store ``fn`` under ``name``; an ``nn.Module`` is registered (moved by ``.to()``)."""
@@ -362,30 +249,58 @@ class PhysicsInformedLoss(nn.Module):
             delattr(self, name)
         setattr(self, name, fn)
 
-    def set_pde_residual(self, residual_fn: FieldFn | None) -> None:
+    def set_pde_residual(
+        self, residual_fn: str | PDEResidual | FieldFn | None, **parameters: Any
+    ) -> None:
         """Set the PDE residual, penalised by its mean square (``None`` removes the term).
 
         Parameters
         ----------
         residual_fn
-            ``residual_fn(u, coords) -> r``. ``u`` is ``pred``, shape
-            ``(batch, channels, *grid)``; ``coords`` is the ``coords`` given to
-            :meth:`forward`, by default ``uniform_grid(u.shape[2:])``, shape
-            ``(*grid, n_dims)``. ``r`` is pointwise, shape ``(batch, ...)``, e.g. the
-            residual on the whole grid or on its interior.
+            The name of a built-in residual (``'burgers'``, ``'darcy'``, ``'heat'``,
+            ``'navier_stokes'``, ``'wave'``; :mod:`nol_fast.physics.residuals` gives each
+            one's layout), a :class:`~nol_fast.physics.pde_residual.PDEResidual`, or a
+            function ``residual_fn(u, coords) -> r``. A function gets ``u = pred``, shape
+            ``(batch, channels, *grid)``, and the ``coords`` given to :meth:`forward`, by
+            default ``uniform_grid(u.shape[2:])``, shape ``(*grid, n_dims)``; ``r`` is
+            pointwise, shape ``(batch, ...)``, e.g. the residual on the whole grid or on its
+            interior. A built-in gets ``u`` and the ``inputs`` of :meth:`forward`.
+        **parameters
+            For a name: the residual's ``grid``, ``backend`` and physical parameters
+            (``PDEResidual(name, **parameters)``).
+
+        Examples
+        --------
+        >>> loss_fn = PhysicsInformedLoss()
+        >>> loss_fn.set_pde_residual("darcy", forcing=1.0)
+        >>> loss_fn.pde_residual.grid
+        Grid(domain=1.0, periodic=False, dt=None)
         """
+        if isinstance(residual_fn, str):
+            residual_fn = PDEResidual(residual_fn, **parameters)
+        elif parameters:
+            raise TypeError(f"parameters {sorted(parameters)} are for a built-in residual "
+                            f"given by name, not for {residual_fn!r}")
         self._set_fn("pde_residual", residual_fn)
 
-    def set_boundary_conditions(self, boundary_fn: FieldFn | None) -> None:
+    def set_boundary_conditions(self, boundary_fn: str | FieldFn | None, **options: Any) -> None:
         """Set the boundary error, penalised by its mean square (``None`` removes the term).
 
         Parameters
         ----------
         boundary_fn
+            ``'dirichlet'`` or ``'periodic'`` (:mod:`nol_fast.physics.boundary`), or
             ``boundary_fn(u, coords) -> b`` with the arguments of :meth:`set_pde_residual`;
             ``b`` is the pointwise error on the boundary, shape ``(batch, ...)``, e.g.
             ``u[..., 0] - g`` for the Dirichlet condition ``u = g`` at ``x = 0``.
+        **options
+            For a name: ``value`` (Dirichlet) and ``dims``.
         """
+        if isinstance(boundary_fn, str):
+            boundary_fn = BoundaryCondition(boundary_fn, **options)
+        elif options:
+            raise TypeError(f"options {sorted(options)} are for a built-in boundary condition "
+                            f"given by name, not for {boundary_fn!r}")
         self._set_fn("boundary_fn", boundary_fn)
 
     def set_conservation_laws(
@@ -424,10 +339,11 @@ class PhysicsInformedLoss(nn.Module):
         target
             Ground truth of the same shape; enables the data term.
         inputs
-            Model input of the same shape as ``pred``; used only as the conservation
-            reference when that is ``'inputs'``.
+            The model's input, ``(batch, n_inputs, *grid)``: what a built-in residual reads
+            (Darcy's coefficient, the earlier records of a time-dependent field), and the
+            conservation reference when that is ``'inputs'``.
         coords
-            Passed to the residual and boundary functions; defaults to
+            Passed to residual and boundary functions; defaults to
             ``uniform_grid(pred.shape[2:])`` on ``pred``'s device and dtype.
 
         Returns
@@ -435,10 +351,10 @@ class PhysicsInformedLoss(nn.Module):
         Tensor
             0-dim loss.
         """
-        _check_field("pred", pred)
+        check_field("pred", pred)
         if target is not None:
-            _check_field("target", target)
-            _check_same_shape(pred, target, "target")
+            check_field("target", target)
+            check_same_shape(pred, target, "target")
         weights = self._weights()
         fns = {
             "data": self.data_loss if target is not None else None,
@@ -454,18 +370,23 @@ class PhysicsInformedLoss(nn.Module):
                 "set_boundary_conditions; conservation: set_conservation_laws); got weights "
                 f"{weights} and target={'given' if target is not None else 'None'}"
             )
-        if coords is None and ("pde" in active or "boundary" in active):
+        builtin = isinstance(self.pde_residual, PDEResidual)
+        needs_coords = ("pde" in active and not builtin) or "boundary" in active
+        if coords is None and needs_coords:
             coords = uniform_grid(pred.shape[2:], device=pred.device, dtype=pred.dtype)
         batch = pred.shape[0]
         components: dict[str, Tensor] = {}
         if "data" in active:
-            components["data"] = _check_scalar("data_loss", self.data_loss(pred, target))
+            components["data"] = check_scalar("data_loss", self.data_loss(pred, target))
         if "pde" in active:
-            residual = self.pde_residual(pred, coords)
-            components["pde"] = _mean_square("residual_fn", residual, batch)
+            if builtin:
+                components["pde"] = self.pde_residual.mean_square(pred, inputs)
+            else:
+                residual = self.pde_residual(pred, coords)
+                components["pde"] = mean_square("residual_fn", residual, batch)
         if "boundary" in active:
             boundary_error = self.boundary_fn(pred, coords)
-            components["boundary"] = _mean_square("boundary_fn", boundary_error, batch)
+            components["boundary"] = mean_square("boundary_fn", boundary_error, batch)
         if "conservation" in active:
             name = self.conservation_reference
             reference = target if name == "target" else inputs
@@ -473,11 +394,14 @@ class PhysicsInformedLoss(nn.Module):
                 raise ValueError(
                     f"the conservation term compares pred with {name}, but {name} is None"
                 )
-            _check_same_shape(pred, reference, name)
-            components["conservation"] = _check_scalar(
+            check_same_shape(pred, reference, name)
+            components["conservation"] = check_scalar(
                 "conservation", self.conservation(pred, reference)
             )
-        self.last_components = {t: c.detach() for t, c in components.items()}
+        self.last_components = {f"loss_{t}": c.detach() for t, c in components.items()}
+        if "conservation" in components and isinstance(self.conservation, ConservationLoss):
+            self.last_components.update({f"loss_conservation_{t}": c for t, c
+                                         in self.conservation.last_components.items()})
         return sum(weights[t] * c for t, c in components.items())
 
     def extra_repr(self) -> str:

@@ -25,7 +25,7 @@ OPTIMIZERS: dict[str, tuple[type[torch.optim.Optimizer], dict[str, Any]]] = {
     "adamw": (FusedAdamW, {}),
     "sgd": (torch.optim.SGD, {}),
     "rmsprop": (torch.optim.RMSprop, {}),
-    "adabound": (AdaBound, {"amsbound": False}),
+    "adabound": (AdaBound, {}),
     "amsbound": (AdaBound, {"amsbound": True}),
 }
 
@@ -50,13 +50,14 @@ def create_optimizer(
         :class:`nol_fast.optim.FusedAdamW`), ``sgd``, ``rmsprop`` (``torch.optim``, with
         ``fused=True`` where torch has a fused kernel and the parameters are real CUDA tensors,
         ``foreach=True`` otherwise, unless ``foreach`` or ``fused`` is given), ``adabound``
-        or ``amsbound`` (:class:`nol_fast.optim.AdaBound`, the latter with ``amsbound=True``).
+        or ``amsbound`` (:class:`nol_fast.optim.AdaBound`; ``amsbound`` is ``adabound`` with
+        ``amsbound=True``, which ``adabound`` also takes as a keyword).
     learning_rate, weight_decay
         Passed as ``lr`` and ``weight_decay``: any real number (NumPy scalars too), stored as
         a Python ``float``; ``learning_rate`` may also be a tensor for capturable optimizers.
     **kwargs
         Further constructor arguments of the optimizer (``betas``, ``eps``, ``momentum``,
-        ``nesterov``, ``final_lr``, ``gamma``...).
+        ``nesterov``, ``final_lr``, ``gamma``, ``amsbound``...).
 
     Returns
     -------

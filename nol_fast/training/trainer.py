@@ -101,10 +101,19 @@ class Trainer:
 
     Examples
     --------
+    >>> from torch.utils.data import DataLoader, TensorDataset
+    >>> from nol_fast.models import FNO
+    >>> from nol_fast.training.callbacks import EarlyStopping
+    >>> x = torch.randn(16, 1, 32)
+    >>> train_loader = DataLoader(TensorDataset(x[:12], x[:12] ** 2), batch_size=4)
+    >>> val_loader = DataLoader(TensorDataset(x[12:], x[12:] ** 2), batch_size=4)
+    >>> model = FNO(n_modes=(8,), hidden_channels=8, n_layers=2)
+    >>> optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     >>> trainer = Trainer(model=model, train_loader=train_loader, val_loader=val_loader,
-    ...                   optimizer=optimizer, loss_fn=loss_fn, device=device)  # doctest: +SKIP
-    >>> callbacks = [EarlyStopping(patience=10)]  # doctest: +SKIP
-    >>> history = trainer.train(epochs=100, callbacks=callbacks)  # doctest: +SKIP
+    ...                   optimizer=optimizer, loss_fn=torch.nn.MSELoss(), device="cpu")
+    >>> history = trainer.train(epochs=3, callbacks=[EarlyStopping(patience=10)])
+    >>> len(history["train_loss"]), len(history["val_loss"])
+    (3, 3)
     """
 
     def __init__(

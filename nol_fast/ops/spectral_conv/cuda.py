@@ -49,9 +49,9 @@ def cuda_forward(
     Examples
     --------
     >>> from nol_fast.ops.spectral_conv.modes import mode_index
-    >>> w = torch.randn(3, 4, 6, 4, dtype=torch.cfloat, device="cuda")  # doctest: +SKIP
+    >>> w = torch.randn(3, 4, 6, 4, dtype=torch.cfloat, device="cuda")
     >>> cuda_forward(torch.randn(2, 3, 16, 16, device="cuda"), w,
-    ...              mode_index((6, 6), (16, 16)), (16, 16))[0].shape  # doctest: +SKIP
+    ...              mode_index((6, 6), (16, 16)), (16, 16))[0].shape
     torch.Size([2, 4, 16, 16])
     """
     if x.dtype == torch.float64:

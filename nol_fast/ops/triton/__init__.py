@@ -1,4 +1,7 @@
-"""Triton kernels for the spectral convolution (optional: needs the ``triton`` package).
+"""Triton kernels (optional: need the ``triton`` package): the spectral convolution's channel
+mixing, the optimizer step, and the Darcy residual and conservation reductions
+(``nol_fast.ops.triton.darcy_residual``, ``nol_fast.ops.triton.conservation``, imported by
+the backends that use them).
 
 Importing this package imports ``triton``; nothing else in ``nol_fast`` imports it eagerly, so
 the library works without Triton and only code that asks for these kernels needs it.
