@@ -112,4 +112,36 @@ def autocast(
 
 def grad_scaler(device: torch.device, dtype: torch.dtype | None) -> torch.amp.GradScaler:
     """A GradScaler that is active only for fp16, the one dtype whose gradients underflow."""
-    return torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    return ComplexGradScaler(device.type, enabled=dtype == torch.float16)
+
+
+class ComplexGradScaler(torch.amp.GradScaler):
+    """``torch.amp.GradScaler`` that also unscales complex gradients.
+
+    torch's unscale kernel (``_amp_foreach_non_finite_check_and_unscale_``) takes no complex
+    tensors, and an FNO's spectral weights are complex, so every fp16 step of an FNO would
+    fail. Complex gradients are handed to it as their real views (the same memory), which
+    unscales them in place and finds their infs and NaNs.
+    """
+
+    def _unscale_grads_(self, optimizer, inv_scale, found_inf, allow_fp16):
+        return super()._unscale_grads_(_RealGradients(optimizer), inv_scale, found_inf,
+                                       allow_fp16)
+
+
+class _RealGradients:
+    """Stands in for an optimizer in ``GradScaler._unscale_grads_``, which reads only
+    ``param_groups[i]['params'][j].grad``: complex parameters become real views whose ``grad``
+    is the real view of their gradient."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        self.param_groups = [{"params": [_real_view(p) for p in group["params"]]}
+                             for group in optimizer.param_groups]
+
+
+def _real_view(param: torch.Tensor) -> torch.Tensor:
+    if not param.is_complex() or param.grad is None or param.grad.is_sparse:
+        return param
+    view = torch.view_as_real(param.detach())
+    view.grad = torch.view_as_real(param.grad)
+    return view
