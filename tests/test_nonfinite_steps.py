@@ -159,3 +159,40 @@ def test_fp16_scaler_overflow_is_skipped_silently_and_a_nan_loss_is_reported():
         run.train(1)
     assert run.scaler.get_scale() == 2.0**8  # a NaN loss says nothing about the scale
     assert all(torch.isfinite(p).all() for p in run.model.parameters())
+
+
+def test_fp16_loss_scaling_unscales_in_the_fused_optimizer_as_grad_scaler_step_does(
+        monkeypatch):
+    """Without clipping a fused optimizer gets the scale and unscales in its kernel: the
+    scaler's own unscaling pass never runs. The oracle is torch.optim.AdamW driven by
+    ``GradScaler.step``: the same steps are taken, the overflowing ones are skipped, and the
+    scale ends the same."""
+    def loss_fn(pred, target):
+        return 1e3 * nn.functional.mse_loss(pred, target)
+
+    def scaler():
+        return torch.amp.GradScaler("cpu", init_scale=2.0**120, growth_interval=3)
+
+    run = trainer(OPTIMIZERS["FusedAdamW"], loss_fn)
+    run.scaler = scaler()
+
+    def no_unscale(optimizer):
+        raise AssertionError("the gradients were unscaled outside the optimizer")
+
+    monkeypatch.setattr(run.scaler, "unscale_", no_unscale)
+    run.train(2)
+    x, y = data()
+    net = model()
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-2, weight_decay=0.1)
+    reference_scaler, scales = scaler(), []
+    for _ in range(2):
+        for b in range(N // BATCH):
+            optimizer.zero_grad()
+            batch = slice(b * BATCH, (b + 1) * BATCH)
+            reference_scaler.scale(loss_fn(net(x[batch]), y[batch])).backward()
+            reference_scaler.step(optimizer)
+            reference_scaler.update()
+            scales.append(reference_scaler.get_scale())
+    assert scales[0] < 2.0**120 and len(set(scales)) == 2  # skips, and growth between them
+    assert run.scaler.get_scale() == reference_scaler.get_scale()
+    assert_same_training(run, net, optimizer)

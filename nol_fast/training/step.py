@@ -64,12 +64,14 @@ def grad_norm(params: list[Tensor], clip: float | None) -> Tensor:
 
 
 @contextlib.contextmanager
-def found_inf_flag(optimizer: torch.optim.Optimizer, skip: Tensor) -> Iterator[None]:
+def found_inf_flag(optimizer: torch.optim.Optimizer, skip: Tensor,
+                   grad_scale: Tensor | None = None) -> Iterator[None]:
     """Hand ``skip`` to the next ``optimizer.step()`` as GradScaler does: ``found_inf``.
 
-    ``grad_scale`` is ``None``: the gradients are unscaled already.
+    ``grad_scale`` is the loss scale the gradients still carry, which the optimizer divides
+    out in its own kernel; ``None`` when they are unscaled already.
     """
-    optimizer.grad_scale = None  # type: ignore[attr-defined]
+    optimizer.grad_scale = grad_scale  # type: ignore[attr-defined]
     optimizer.found_inf = skip.to(torch.float32)  # type: ignore[attr-defined]
     try:
         yield
@@ -168,19 +170,29 @@ class TrainStep:
         With an fp16 GradScaler an overflow of the scaled gradients is the scaler's business:
         the step is skipped and the scale lowered, and nothing is reported. A non-finite loss
         is reported, and hidden from the scaler, since the forward pass's range does not
-        depend on the scale.
+        depend on the scale. An optimizer that takes ``found_inf`` also takes the scale
+        (``grad_scale``) and unscales in its own kernel, unless the gradients are clipped
+        (which needs them unscaled): the scaler then only looks for overflows, as
+        ``GradScaler.step`` does for fused optimizers, and saves a pass over the gradients.
         """
         optimizer, scaler, totals = self.optimizer, self.scaler, self.totals
         params = [p for group in optimizer.param_groups for p in group["params"]
                   if p.grad is not None]
         overflows: list[Tensor] = []
-        if scaler.is_enabled():
-            scaler.unscale_(optimizer)
-            # The per-device overflow flags that unscale_ recorded and update() reads; the
-            # same hand-over torch's fused optimizers used with GradScaler.
-            overflows = list(scaler._found_inf_per_device(optimizer).values())
-        grad_bad = ~torch.isfinite(grad_norm(params, self.clip)).to(totals.device)
+        grad_scale = None
         loss_bad = totals.group_bad
+        if scaler.is_enabled() and self.takes_found_inf and not self.clip:
+            # The per-device overflow flags that update() reads, from a read of the gradients.
+            overflows = list(scaler._check_inf_per_device(optimizer).values())
+            grad_scale = scaler._scale
+            grad_bad = sum((f.to(totals.device) for f in overflows),
+                           torch.zeros((), device=totals.device)) > 0
+        else:
+            if scaler.is_enabled():
+                scaler.unscale_(optimizer)
+                # The flags that unscale_ recorded and update() reads.
+                overflows = list(scaler._found_inf_per_device(optimizer).values())
+            grad_bad = ~torch.isfinite(grad_norm(params, self.clip)).to(totals.device)
         if overflows:
             reported = loss_bad.clone()
             skip = loss_bad | grad_bad
@@ -191,7 +203,7 @@ class TrainStep:
             skip = reported
         if params:
             if self.takes_found_inf:
-                with found_inf_flag(optimizer, skip):
+                with found_inf_flag(optimizer, skip, grad_scale):
                     optimizer.step()
             else:
                 masked_step(optimizer, skip)
