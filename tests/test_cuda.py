@@ -18,6 +18,8 @@ when they are collected; the cases here that need compiled kernels skip in such 
 - a captured optimizer step replayed after more optimizers than the table cache holds;
 - a subnormal second moment with ``eps=0``, and the AMP dtype of this GPU;
 - the spectral layer's Triton kernels against the reference on odd 1-D to 3-D shapes;
+- the Darcy residual and conservation-sum Triton kernels against their float64 references on
+  grids of many tiles;
 - the Trainer's GPU fast paths: CUDA graphs and torch.compile against eager training, no
   recompile after the first epoch, no host synchronisation per step, and fp16 with a
   GradScaler skipping a non-finite step.
@@ -41,6 +43,10 @@ from torch.utils.data import DataLoader, TensorDataset
 from nol_fast.bench.syncs import syncs_in_epoch
 from nol_fast.models import FNO, SpectralConv
 from nol_fast.ops import extension, launch
+from nol_fast.ops.conservation import cuda as conservation_cuda
+from nol_fast.ops.conservation import reference as conservation_reference
+from nol_fast.ops.darcy_residual import cuda as darcy_cuda
+from nol_fast.ops.darcy_residual import reference as darcy_reference
 from nol_fast.optim import AdaBound, FusedAdam, FusedAdamW
 from nol_fast.training import Trainer, TrainingConfig
 from nol_fast.training.graphs import GraphedStep
@@ -328,6 +334,59 @@ def test_spectral_layer_matches_the_reference(compiled_kernels, case):
         results.append([y.detach(), x_.grad, *(p.grad for p in conv.parameters())])
     for got, want in zip(*results, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------------------ physics kernels
+
+
+def _close_to_float64(got, want, rtol=1e-4):
+    """``got`` (float32) against ``want`` (float64) relative to ``want``'s largest value."""
+    scale = want.abs().max().item() if want.numel() else 0.0
+    torch.testing.assert_close(got.double(), want, rtol=rtol, atol=rtol * scale)
+
+
+@pytest.mark.parametrize(("shape", "periodic", "accuracy", "with_f"),
+                         [((3, 1, 129, 67), (False, False), 4, True),
+                          ((2, 1, 64, 256), (True, True), 2, False),
+                          ((1, 1, 255, 33), (True, False), 4, True)],
+                         ids=["bounded4", "periodic2", "mixed4"])
+def test_darcy_kernels_match_the_reference(compiled_kernels, shape, periodic, accuracy, with_f):
+    g = torch.Generator().manual_seed(0)
+    u, f = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+    a = torch.rand(shape, generator=g) + 0.5
+    u, a, f = (t.cuda() for t in (u, a, f))
+    f = f if with_f else None
+    spacing = (1 / shape[-2], 1 / shape[-1])
+    loss, r = darcy_cuda.cuda_forward(u, a, f, 0.3, spacing, periodic, accuracy)
+    f64 = None if f is None else f.double()
+    want_loss, want_r = darcy_reference.reference_forward(u.double(), a.double(), f64, 0.3,
+                                                          spacing, periodic, accuracy)
+    _close_to_float64(loss, want_loss)
+    _close_to_float64(r, want_r)
+    grad_loss = torch.tensor(1.7, device="cuda")
+    got = darcy_cuda.cuda_backward(grad_loss, r, u, a, spacing, periodic, accuracy, with_f)
+    want = darcy_reference.reference_backward(grad_loss.double(), want_r, u.double(),
+                                              a.double(), spacing, periodic, accuracy, with_f)
+    for grad, expected in zip(got, want, strict=True):
+        assert grad.shape == expected.shape
+        _close_to_float64(grad, expected)
+
+
+@pytest.mark.parametrize(("shape", "density", "weighted"),
+                         [((4, 3, 128, 96), 0, (False, True, True)),
+                          ((2, 2, 5000), -1, (False, False)),
+                          ((2, 4, 24, 32, 40), 3, (True, False, True, False))],
+                         ids=["fluid_2d", "scalar_1d", "fluid_3d"])
+def test_conservation_kernels_match_the_reference(compiled_kernels, shape, density, weighted):
+    u = torch.randn(shape, generator=torch.Generator().manual_seed(2)).cuda()
+    spacing = [0.1 * (k + 1) for k in range(len(shape) - 2)]
+    sums = conservation_cuda.cuda_sums(u, density, weighted, spacing)
+    want = conservation_reference.reference_sums(u.double(), density, weighted, spacing)
+    _close_to_float64(sums, want)
+    g = torch.randn(want.shape, generator=torch.Generator().manual_seed(3)).cuda()
+    _close_to_float64(conservation_cuda.cuda_sums_backward(g, u, density, weighted, spacing),
+                      conservation_reference.reference_sums_backward(
+                          g.double(), u.double(), density, weighted, spacing))
 
 
 # ------------------------------------------------------------------ Trainer fast paths

@@ -92,6 +92,9 @@ SETUPS: dict[str, Setup] = {
     "a": Setup((16, 16), 32, 4, 8, (64, 64)),
     "b": Setup((12, 12), 64, 4, 16, (32, 32)),
     "c": Setup((16,), 64, 4, 32, (1024,)),
+    # Not a benchmark of record: a quick run of the harness (benchmarks/gpu_check.sh on a
+    # CPU, where a, b and c take minutes a step) and CPU comparisons of the fast paths.
+    "s": Setup((8, 8), 16, 2, 4, (32, 32)),
 }
 
 
@@ -333,6 +336,10 @@ def run_setup(name: str, device: torch.device, repeat: int = 5,
     if reason is not None:
         raise RuntimeError(f"the e2e benchmark needs neuraloperator: {reason}")
     setup = SETUPS[name]
+    if any("compile" in VARIANTS[v][1] for v in variants):
+        # Each setup compiles afresh: its shapes stay static, and the graphs of all setups
+        # do not add up to dynamo's recompile limit (past it, steps silently run eagerly).
+        torch._dynamo.reset()
     timed = candidates(setup, make_batches(setup, steps_per_epoch), device, variants=variants)
     runs = {key: factory() for key, factory in timed.items()}
     medians = interleaved_medians({key: run.epoch for key, run in runs.items()}, device,

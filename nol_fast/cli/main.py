@@ -89,7 +89,8 @@ def _add_benchmark(subparsers) -> None:
                         "of a 2-D FNO) and 10m (100 tensors, 10 M elements) (default: both)")
     parser.add_argument("--setups", default="a,b,c",
                         help="e2e: comma-separated setups among a (2-D, 64x64, width 32), b "
-                        "(2-D, 32x32, width 64) and c (1-D, 1024, width 64) (default: all)")
+                        "(2-D, 32x32, width 64), c (1-D, 1024, width 64) (default: a,b,c), and "
+                        "s (2-D, 32x32, width 16: a quick run, not a benchmark of record)")
     parser.add_argument("--variants", default="eager",
                         help="e2e: comma-separated fast paths of nol_fast's Trainer to time, "
                         "each in fp32 and default precision: eager (default), compile, and on "
