@@ -6,6 +6,8 @@ fakes that answer as the GPUs in question do.
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 from torch import nn
@@ -118,3 +120,28 @@ def test_fno_trains_in_fp16_with_loss_scaling():
     assert trainer.amp_dtype == torch.float16 and trainer.scaler.is_enabled()
     history = trainer.train(2)
     assert history["train_loss"][1] < history["train_loss"][0]
+
+
+@pytest.mark.parametrize(("config", "optimizer", "expected"), [
+    ({"mixed_precision": False}, torch.optim.SGD,
+     ["precision float32 (mixed_precision=False)", "compile off (config)",
+      "CUDA graphs off (config)", "SGD step is masked on the device for non-finite steps",
+      "host reads every 10 batches and per epoch"]),
+    ({"amp_dtype": "float16", "compile": "max-autotune", "cuda_graphs": True,
+      "log_frequency": 0}, FusedAdamW,
+     ["precision float16 autocast (amp_dtype=float16)", "compile max-autotune (config)",
+      "CUDA graphs off (asked for, but the device is cpu, not CUDA)",
+      "FusedAdamW step skips non-finite steps itself (found_inf)", "host reads per epoch"]),
+], ids=["plain", "asked-for-everything"])
+def test_the_trainer_logs_its_fast_paths_and_why_once(caplog, config, optimizer, expected):
+    model = nn.Linear(3, 1)
+    trainer = Trainer(model, [(torch.zeros(2, 3), torch.zeros(2, 1))], None,
+                      optimizer(model.parameters(), lr=0.1), config=TrainingConfig(**config))
+    trainer._train_loss_fn = trainer._train_loss  # what is logged, not compiling a linear map
+    with caplog.at_level(logging.INFO, logger="nol_fast"):
+        trainer.train(1)
+        trainer.train(2)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("fast paths:")]
+    assert len(lines) == 1
+    for part in expected:
+        assert part in lines[0]
