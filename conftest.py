@@ -2,8 +2,9 @@
 
 Every module of ``nol_fast`` is imported for its examples, so a module that cannot be
 imported here must be left out explicitly, and an example that needs an optional package or
-a GPU is skipped, with the reason, where that is missing. Nothing else is skipped: the other
-examples run on any machine that installs the package.
+a GPU is skipped, with the reason, where that is missing. The only other skips are examples
+marked ``# doctest: +SKIP`` in their docstrings: those that write files or run a benchmark.
+Every other example runs on any machine that installs the package.
 """
 
 from __future__ import annotations
