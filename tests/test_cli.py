@@ -305,6 +305,25 @@ def test_benchmark_e2e_table_and_json_agree(tmp_path, capsys, monkeypatch, reque
     assert results[e2e.OURS_FP32]["dtype"] == "float32"
     assert main(["benchmark", "e2e", "--setups", "huge"]) == 1
     assert "unknown e2e setup(s) ['huge']" in capsys.readouterr().err
+    assert report["variants"] == ["eager"]
+
+
+@pytest.mark.parametrize(("variants", "message"), [
+    ("eager,warp", "unknown e2e variant(s) ['warp']"),
+    ("graphs", "e2e variant(s) ['graphs'] need a CUDA device, got cpu"),
+])
+def test_benchmark_e2e_variants_are_checked_before_anything_runs(capsys, variants, message):
+    assert main(["benchmark", "e2e", "--device", "cpu", "--variants", variants]) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_e2e_candidates_of_the_variants():
+    from nol_fast.bench import e2e
+
+    names = list(e2e.candidates(e2e.SETUPS["c"], [], torch.device("cpu"),
+                                variants=["eager", "compile"]))
+    assert names == [e2e.NEURALOP_LOOP, e2e.NEURALOP_TRAINER, e2e.OURS_FP32, e2e.OURS_DEFAULT,
+                     "nol_fast compile fp32", "nol_fast compile default"]
 
 
 def test_benchmark_physics_prints_both_residuals_with_consistent_ratios(capsys):

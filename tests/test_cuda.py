@@ -16,7 +16,13 @@ when they are collected; the cases here that need compiled kernels skip in such 
 - no host synchronisation in an optimizer step with a GradScaler, nor in a spectral layer's
   forward and backward, after the first call;
 - a captured optimizer step replayed after more optimizers than the table cache holds;
-- a subnormal second moment with ``eps=0``, and the AMP dtype of this GPU.
+- a subnormal second moment with ``eps=0``, and the AMP dtype of this GPU;
+- the spectral layer's Triton kernels against the reference on odd 1-D to 3-D shapes;
+- the Darcy residual and conservation-sum Triton kernels against their float64 references on
+  grids of many tiles;
+- the Trainer's GPU fast paths: CUDA graphs and torch.compile against eager training, no
+  recompile after the first epoch, no host synchronisation per step, and fp16 with a
+  GradScaler skipping a non-finite step.
 """
 
 from __future__ import annotations
@@ -34,10 +40,17 @@ from conftest import (
 )
 from torch.utils.data import DataLoader, TensorDataset
 
+from nol_fast.bench.syncs import syncs_in_epoch
 from nol_fast.models import FNO, SpectralConv
 from nol_fast.ops import extension, launch
+from nol_fast.ops.conservation import cuda as conservation_cuda
+from nol_fast.ops.conservation import reference as conservation_reference
+from nol_fast.ops.darcy_residual import cuda as darcy_cuda
+from nol_fast.ops.darcy_residual import reference as darcy_reference
 from nol_fast.optim import AdaBound, FusedAdam, FusedAdamW
 from nol_fast.training import Trainer, TrainingConfig
+from nol_fast.training.graphs import GraphedStep
+from nol_fast.training.optimizers import create_scheduler
 from nol_fast.training.precision import autocast_dtype
 
 pytestmark = [pytest.mark.cuda,
@@ -291,3 +304,150 @@ def test_autocast_dtype_of_this_gpu():
     native = torch.cuda.get_device_capability() >= (8, 0)
     expected = torch.bfloat16 if native else torch.float16
     assert autocast_dtype(torch.device("cuda"), mixed_precision=True) == expected
+
+
+# ------------------------------------------------------------- spectral layer, one GPU
+
+# (batch, in, out, grid, output grid, n_modes): odd sizes, negative frequencies, a finer
+# output grid, channels off the 16-wide tiles, a batch past 16
+SPECTRAL_CASES = {
+    "1d": (3, 20, 12, (37,), (37,), (16,)),
+    "1d_multi_tile": (17, 33, 18, (6,), (6,), (4,)),
+    "2d_superres": (3, 3, 5, (30, 17), (40, 24), (8, 8)),
+    "3d": (3, 3, 5, (12, 10, 9), (12, 10, 9), (4, 4, 4)),
+}
+
+
+@pytest.mark.parametrize("case", list(SPECTRAL_CASES))
+def test_spectral_layer_matches_the_reference(compiled_kernels, case):
+    batch, c_in, c_out, grid, out_grid, modes = SPECTRAL_CASES[case]
+    torch.manual_seed(0)
+    fast = SpectralConv(c_in, c_out, modes, backend="triton").cuda()
+    reference = SpectralConv(c_in, c_out, modes, backend="reference").cuda()
+    reference.load_state_dict(fast.state_dict())
+    x = torch.randn(batch, c_in, *grid, device="cuda")
+    results = []
+    for conv in (fast, reference):
+        x_ = x.clone().requires_grad_()
+        y = conv(x_, output_shape=out_grid)
+        y.square().sum().backward()
+        results.append([y.detach(), x_.grad, *(p.grad for p in conv.parameters())])
+    for got, want in zip(*results, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------------------ physics kernels
+
+
+def _close_to_float64(got, want, rtol=1e-4):
+    """``got`` (float32) against ``want`` (float64) relative to ``want``'s largest value."""
+    scale = want.abs().max().item() if want.numel() else 0.0
+    torch.testing.assert_close(got.double(), want, rtol=rtol, atol=rtol * scale)
+
+
+@pytest.mark.parametrize(("shape", "periodic", "accuracy", "with_f"),
+                         [((3, 1, 129, 67), (False, False), 4, True),
+                          ((2, 1, 64, 256), (True, True), 2, False),
+                          ((1, 1, 255, 33), (True, False), 4, True)],
+                         ids=["bounded4", "periodic2", "mixed4"])
+def test_darcy_kernels_match_the_reference(compiled_kernels, shape, periodic, accuracy, with_f):
+    g = torch.Generator().manual_seed(0)
+    u, f = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+    a = torch.rand(shape, generator=g) + 0.5
+    u, a, f = (t.cuda() for t in (u, a, f))
+    f = f if with_f else None
+    spacing = (1 / shape[-2], 1 / shape[-1])
+    loss, r = darcy_cuda.cuda_forward(u, a, f, 0.3, spacing, periodic, accuracy)
+    f64 = None if f is None else f.double()
+    want_loss, want_r = darcy_reference.reference_forward(u.double(), a.double(), f64, 0.3,
+                                                          spacing, periodic, accuracy)
+    _close_to_float64(loss, want_loss)
+    _close_to_float64(r, want_r)
+    grad_loss = torch.tensor(1.7, device="cuda")
+    got = darcy_cuda.cuda_backward(grad_loss, r, u, a, spacing, periodic, accuracy, with_f)
+    want = darcy_reference.reference_backward(grad_loss.double(), want_r, u.double(),
+                                              a.double(), spacing, periodic, accuracy, with_f)
+    for grad, expected in zip(got, want, strict=True):
+        assert grad.shape == expected.shape
+        _close_to_float64(grad, expected)
+
+
+@pytest.mark.parametrize(("shape", "density", "weighted"),
+                         [((4, 3, 128, 96), 0, (False, True, True)),
+                          ((2, 2, 5000), -1, (False, False)),
+                          ((2, 4, 24, 32, 40), 3, (True, False, True, False))],
+                         ids=["fluid_2d", "scalar_1d", "fluid_3d"])
+def test_conservation_kernels_match_the_reference(compiled_kernels, shape, density, weighted):
+    u = torch.randn(shape, generator=torch.Generator().manual_seed(2)).cuda()
+    spacing = [0.1 * (k + 1) for k in range(len(shape) - 2)]
+    sums = conservation_cuda.cuda_sums(u, density, weighted, spacing)
+    want = conservation_reference.reference_sums(u.double(), density, weighted, spacing)
+    _close_to_float64(sums, want)
+    g = torch.randn(want.shape, generator=torch.Generator().manual_seed(3)).cuda()
+    _close_to_float64(conservation_cuda.cuda_sums_backward(g, u, density, weighted, spacing),
+                      conservation_reference.reference_sums_backward(
+                          g.double(), u.double(), density, weighted, spacing))
+
+
+# ------------------------------------------------------------------ Trainer fast paths
+
+
+def _gpu_run(epochs=3, loss_fn=None, **config):
+    """An FNO trained on the GPU: 36 samples in batches of 8 (the last of 4), groups of two,
+    a cosine schedule with warm-up."""
+    torch.manual_seed(0)
+    model = FNO(n_modes=(8, 8), hidden_channels=16, n_layers=2).cuda()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(36, 1, 32, 32, generator=g)
+    y = 0.5 * x + 0.1 * torch.randn(36, 1, 32, 32, generator=g)
+    loader = DataLoader(TensorDataset(x, y), batch_size=8)
+    optimizer = FusedAdamW(model.parameters(), lr=3e-3)
+    scheduler = create_scheduler(optimizer, "cosine", warmup_steps=2)
+    config = TrainingConfig(**{"log_frequency": 0, "gradient_accumulation_steps": 2,
+                               "warmup_steps": 0, **config})
+    trainer = Trainer(model, loader, loader, optimizer, scheduler, loss_fn=loss_fn,
+                      config=config)
+    return trainer, trainer.train(epochs)
+
+
+@pytest.mark.parametrize("mixed_precision", [False, True], ids=["fp32", "default"])
+@pytest.mark.parametrize("fast", [{"cuda_graphs": True}, {"compile": "default"},
+                                  {"compile": "default", "cuda_graphs": True}],
+                         ids=["graphs", "compile", "compile+graphs"])
+def test_fast_paths_train_as_eager(compiled_kernels, fast, mixed_precision):
+    trainer, history = _gpu_run(mixed_precision=mixed_precision, **fast)
+    _, expected = _gpu_run(mixed_precision=mixed_precision)
+    if fast.get("cuda_graphs"):
+        assert isinstance(trainer._runner, GraphedStep)
+        assert trainer._runner.captured and trainer._runner.failure is None
+    tolerance = 1e-4 if not mixed_precision else 2e-2
+    for key in ("train_loss", "val_loss"):
+        torch.testing.assert_close(history[key], expected[key], rtol=tolerance, atol=0)
+
+
+def test_compiled_trainer_does_not_recompile_after_its_first_epoch(compiled_kernels):
+    trainer, _ = _gpu_run(epochs=1, compile="default")
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        history = trainer.train(3)
+    assert len(history["train_loss"]) == 3
+
+
+@pytest.mark.parametrize("fast", [{}, {"cuda_graphs": True}], ids=["eager", "graphs"])
+def test_no_host_synchronisation_per_step(compiled_kernels, fast):
+    device = torch.device("cuda")
+    assert syncs_in_epoch(device, 4, **fast) == syncs_in_epoch(device, 8, **fast)
+
+
+def test_fp16_with_a_grad_scaler_skips_a_nonfinite_step(compiled_kernels):
+    def loss_fn(pred, target):
+        loss_fn.calls += torch.is_grad_enabled()  # training batches only
+        loss = torch.nn.functional.mse_loss(pred, target)
+        bad = torch.is_grad_enabled() and loss_fn.calls == 7  # epoch 2, batch 1
+        return loss * float("nan") if bad else loss
+
+    loss_fn.calls = 0
+    trainer, history = _gpu_run(amp_dtype="float16", skip_nonfinite=True, loss_fn=loss_fn)
+    assert trainer.scaler.is_enabled() and trainer.amp_dtype == torch.float16
+    assert history["skipped_steps"] == [0.0, 2.0, 0.0]
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    assert all(math.isfinite(v) for v in history["train_loss"] + history["val_loss"])

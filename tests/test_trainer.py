@@ -208,7 +208,7 @@ def test_nonfinite_loss_stops_with_epoch_and_batch_and_keeps_last_checkpoint(loa
     model = TinyNet()
     trainer = Trainer(model, train, None, torch.optim.Adam(model.parameters()),
                       loss_fn=PoisonAt(), config=TrainingConfig(mixed_precision=False,
-                                                                sync_frequency=2))
+                                                                log_frequency=2))
     checkpoint = ModelCheckpoint(str(tmp_path / "last.pt"), monitor="train_loss")
     with pytest.raises(NonFiniteLossError, match="epoch 2, batch 3") as info:
         trainer.train(3, callbacks=[checkpoint])
@@ -364,7 +364,7 @@ x = torch.randn(64, 2, 4)
 loader = DataLoader(TensorDataset(x, x[:, :1]), batch_size=4)
 model = torch.nn.Conv1d(2, 1, 1)
 Trainer(model, loader, loader, torch.optim.SGD(model.parameters(), lr=0.1),
-        config=TrainingConfig(mixed_precision=False, sync_frequency=4)).train(2)
+        config=TrainingConfig(mixed_precision=False, log_frequency=4)).train(2)
 """
 
 

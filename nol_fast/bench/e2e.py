@@ -15,6 +15,11 @@ gradient clipping):
 * ``nol_fast default``: the Trainer with its default precision policy (bfloat16 on CPUs with
   native bf16, see :mod:`nol_fast.training.precision`).
 
+``variants`` adds the Trainer's fast paths (:mod:`nol_fast.training.fast_paths`), each in fp32
+and in the default precision: ``compile`` (``nol_fast compile fp32``, ...: ``compile='default'``)
+and, on CUDA, ``graphs`` (``nol_fast cuda graphs ...``: ``cuda_graphs=True``) and
+``compile+graphs`` (both). Compilation and capture happen in the untimed first round.
+
 The candidates run in interleaved rounds (:mod:`nol_fast.bench.timing`), one epoch of a few
 steps each per round, and the table gives the median ms per step, the ratio to each baseline,
 and the peak memory of an epoch (bytes allocated by torch, from the profiler). Speed is never
@@ -58,6 +63,14 @@ NEURALOP_TRAINER = "neuraloperator Trainer"
 OURS_FP32 = "nol_fast fp32"
 OURS_DEFAULT = "nol_fast default"
 BASELINES = (NEURALOP_LOOP, NEURALOP_TRAINER)
+#: variant: (name prefix, TrainingConfig fields); ``eager`` is OURS_FP32 and OURS_DEFAULT
+VARIANTS = {
+    "eager": ("nol_fast", {}),
+    "compile": ("nol_fast compile", {"compile": "default"}),
+    "graphs": ("nol_fast cuda graphs", {"cuda_graphs": True}),
+    "compile+graphs": ("nol_fast compile+graphs", {"compile": "default", "cuda_graphs": True}),
+}
+CUDA_ONLY = ("graphs", "compile+graphs")
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,9 @@ SETUPS: dict[str, Setup] = {
     "a": Setup((16, 16), 32, 4, 8, (64, 64)),
     "b": Setup((12, 12), 64, 4, 16, (32, 32)),
     "c": Setup((16,), 64, 4, 32, (1024,)),
+    # Not a benchmark of record: a quick run of the harness (benchmarks/gpu_check.sh on a
+    # CPU, where a, b and c take minutes a step) and CPU comparisons of the fast paths.
+    "s": Setup((8, 8), 16, 2, 4, (32, 32)),
 }
 
 
@@ -203,10 +219,10 @@ class NeuralopTrainer(Run):
 
 
 class OursTrainer(Run):
-    def __init__(self, batches, model: nn.Module, mixed_precision: bool) -> None:
+    def __init__(self, batches, model: nn.Module, mixed_precision: bool, **fast_paths) -> None:
         config = TrainingConfig(mixed_precision=mixed_precision, gradient_clipping=0.0,
-                                learning_rate=LR, weight_decay=WEIGHT_DECAY,
-                                sync_frequency=len(batches))
+                                learning_rate=LR, weight_decay=WEIGHT_DECAY, log_frequency=0,
+                                **fast_paths)
         device = next(model.parameters()).device
         self.trainer = Trainer(FNO.from_neuralop(model).to(device), batches, None,
                                config=config, device=device)
@@ -223,20 +239,39 @@ class OursTrainer(Run):
             logger.setLevel(level)
 
 
-def candidates(setup: Setup, batches, device: torch.device, seed: int = 0
-               ) -> dict[str, Callable[[], Run]]:
-    """Factories of every candidate's run on ``setup``, each from the same initial weights."""
+def check_variants(variants: Sequence[str], device: torch.device) -> None:
+    """Raise ``ValueError`` for a variant that is unknown, or that needs CUDA elsewhere."""
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown e2e variant(s) {unknown}; choose from {list(VARIANTS)}")
+    needs_cuda = [v for v in variants if v in CUDA_ONLY]
+    if needs_cuda and device.type != "cuda":
+        raise ValueError(f"e2e variant(s) {needs_cuda} need a CUDA device, got {device}")
+
+
+def candidates(setup: Setup, batches, device: torch.device, seed: int = 0,
+               variants: Sequence[str] = ("eager",)) -> dict[str, Callable[[], Run]]:
+    """Factories of every candidate's run on ``setup``, each from the same initial weights.
+
+    The baselines, then nol_fast's Trainer in fp32 and default precision for each of
+    ``variants`` (keys of :data:`VARIANTS`).
+    """
+    check_variants(variants, device)
     batches = [(x.to(device), y.to(device)) for x, y in batches]
 
     def model() -> nn.Module:
         return neuralop_model(setup, seed).to(device)
 
-    return {
+    factories: dict[str, Callable[[], Run]] = {
         NEURALOP_LOOP: lambda: NeuralopLoop(batches, model()),
         NEURALOP_TRAINER: lambda: NeuralopTrainer(batches, model()),
-        OURS_FP32: lambda: OursTrainer(batches, model(), False),
-        OURS_DEFAULT: lambda: OursTrainer(batches, model(), True),
     }
+    for variant in variants:
+        prefix, fields = VARIANTS[variant]
+        for precision, mixed in (("fp32", False), ("default", True)):
+            factories[f"{prefix} {precision}"] = (
+                lambda mixed=mixed, fields=fields: OursTrainer(batches, model(), mixed, **fields))
+    return factories
 
 
 def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float:
@@ -294,14 +329,18 @@ def guard_losses(factories: dict[str, Callable[[], Run]]) -> dict[str, tuple[flo
 
 
 def run_setup(name: str, device: torch.device, repeat: int = 5,
-              steps_per_epoch: int = STEPS_PER_EPOCH, guard_steps: int = GUARD_STEPS
-              ) -> list[Result]:
+              steps_per_epoch: int = STEPS_PER_EPOCH, guard_steps: int = GUARD_STEPS,
+              variants: Sequence[str] = ("eager",)) -> list[Result]:
     """Time every candidate on setup ``name`` on ``device`` and check the accuracy guard."""
     reason = neuralop_missing()
     if reason is not None:
         raise RuntimeError(f"the e2e benchmark needs neuraloperator: {reason}")
     setup = SETUPS[name]
-    timed = candidates(setup, make_batches(setup, steps_per_epoch), device)
+    if any("compile" in VARIANTS[v][1] for v in variants):
+        # Each setup compiles afresh: its shapes stay static, and the graphs of all setups
+        # do not add up to dynamo's recompile limit (past it, steps silently run eagerly).
+        torch._dynamo.reset()
+    timed = candidates(setup, make_batches(setup, steps_per_epoch), device, variants=variants)
     runs = {key: factory() for key, factory in timed.items()}
     medians = interleaved_medians({key: run.epoch for key, run in runs.items()}, device,
                                   repeat=repeat)
@@ -310,7 +349,8 @@ def run_setup(name: str, device: torch.device, repeat: int = 5,
     peaks = {key: peak_memory_mb(run.epoch, device)
              + (WORKSPACE.nbytes() / 2 ** 20 if isinstance(run, OursTrainer) else 0.0)
              for key, run in runs.items()}
-    guard = guard_losses(candidates(setup, make_batches(setup, guard_steps, seed=1), device))
+    guard = guard_losses(candidates(setup, make_batches(setup, guard_steps, seed=1), device,
+                                    variants=variants))
     reference = guard[NEURALOP_LOOP][0]
     results = []
     for key, run in runs.items():
@@ -325,12 +365,12 @@ def run_setup(name: str, device: torch.device, repeat: int = 5,
 
 def format_table(results: Sequence[Result]) -> str:
     """Table of ms per step, speed-ups (baseline time / time, > 1 is faster) and peak memory."""
-    header = (f"{'setup':<6}{'candidate':<24}{'dtype':<10}{'ms/step':>9}"
+    header = (f"{'setup':<6}{'candidate':<34}{'dtype':<10}{'ms/step':>9}"
               f"{'vs loop':>9}{'vs Trainer':>12}{'peak MiB':>10}{'guard':>16}")
     lines = [header, "-" * len(header)]
     for r in results:
         guard = f"{(r.guard_loss / r.guard_reference - 1):+.1e} {'ok' if r.guard_ok else 'FAIL'}"
-        lines.append(f"{r.setup:<6}{r.candidate:<24}{r.dtype:<10}{r.ms_per_step:>9.1f}"
+        lines.append(f"{r.setup:<6}{r.candidate:<34}{r.dtype:<10}{r.ms_per_step:>9.1f}"
                      f"{r.ratios[NEURALOP_LOOP]:>8.2f}x{r.ratios[NEURALOP_TRAINER]:>11.2f}x"
                      f"{r.peak_mb:>10.1f}{guard:>16}")
     lines.append("guard: relative difference of the loss after the guard epoch from the "
@@ -338,7 +378,8 @@ def format_table(results: Sequence[Result]) -> str:
     return "\n".join(lines)
 
 
-def to_json(results: Sequence[Result], repeat: int, device: torch.device) -> str:
+def to_json(results: Sequence[Result], repeat: int, device: torch.device,
+            variants: Sequence[str] = ("eager",)) -> str:
     """The results with what they were measured on, as JSON (one file per run, for tracking)."""
     return json.dumps({
         "benchmark": "e2e",
@@ -352,15 +393,17 @@ def to_json(results: Sequence[Result], repeat: int, device: torch.device) -> str
         "threads": torch.get_num_threads(),
         "repeat": repeat,
         "steps_per_epoch": STEPS_PER_EPOCH,
+        "variants": list(variants),
         "results": [{**asdict(r), "guard_ok": r.guard_ok} for r in results],
     }, indent=2)
 
 
 def run(setups: Sequence[str], device: torch.device, repeat: int = 5,
-        json_path: str | None = None) -> str:
+        json_path: str | None = None, variants: Sequence[str] = ("eager",)) -> str:
     """Benchmark ``setups`` (keys of :data:`SETUPS`) on ``device`` and return the table.
 
-    With ``json_path`` the results are also written there (:func:`to_json`).
+    ``variants`` (keys of :data:`VARIANTS`) choose the Trainer's fast paths to time. With
+    ``json_path`` the results are also written there (:func:`to_json`).
 
     Examples
     --------
@@ -369,10 +412,11 @@ def run(setups: Sequence[str], device: torch.device, repeat: int = 5,
     unknown = [s for s in setups if s not in SETUPS]
     if unknown:
         raise ValueError(f"unknown e2e setup(s) {unknown}; choose from {list(SETUPS)}")
-    results = [r for name in setups for r in run_setup(name, device, repeat)]
+    check_variants(variants, device)
+    results = [r for name in setups for r in run_setup(name, device, repeat, variants=variants)]
     if json_path is not None:
         with open(json_path, "w") as f:
-            f.write(to_json(results, repeat, device))
+            f.write(to_json(results, repeat, device, variants))
     described = "; ".join(f"{name}: {SETUPS[name].describe()}" for name in setups)
     failed = [f"{r.setup}/{r.candidate}" for r in results if not r.guard_ok]
     footer = f"\naccuracy guard FAILED for: {', '.join(failed)}" if failed else ""

@@ -96,7 +96,8 @@ def _add_benchmark(subparsers) -> None:
         "'e2e': the whole FNO training step of nol_fast's Trainer (fp32 and its default "
         "precision) against neuraloperator's FNO in a minimal loop and in neuraloperator's "
         "Trainer, same weights, data, loss and optimizer, with peak memory and an accuracy "
-        "guard. 'physics': the fused Navier-Stokes and Darcy residuals against the "
+        "guard; --variants adds the Trainer compiled and, on CUDA, in CUDA graphs. "
+        "'physics': the fused Navier-Stokes and Darcy residuals against the "
         "composition of the derivative operators, forward and backward, next to their floor.",
     )
     parser.add_argument("op", choices=("spectral", "optim", "e2e", "physics"),
@@ -111,7 +112,12 @@ def _add_benchmark(subparsers) -> None:
                         "of a 2-D FNO) and 10m (100 tensors, 10 M elements) (default: both)")
     parser.add_argument("--setups", default="a,b,c",
                         help="e2e: comma-separated setups among a (2-D, 64x64, width 32), b "
-                        "(2-D, 32x32, width 64) and c (1-D, 1024, width 64) (default: all)")
+                        "(2-D, 32x32, width 64), c (1-D, 1024, width 64) (default: a,b,c), and "
+                        "s (2-D, 32x32, width 16: a quick run, not a benchmark of record)")
+    parser.add_argument("--variants", default="eager",
+                        help="e2e: comma-separated fast paths of nol_fast's Trainer to time, "
+                        "each in fp32 and default precision: eager (default), compile, and on "
+                        "CUDA graphs and compile+graphs; 'all' for every one this device has")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE",
                         help="e2e: also write the results to FILE as JSON")
     parser.add_argument("--residuals", default="navier_stokes,darcy",
@@ -243,12 +249,17 @@ def _benchmark(args: argparse.Namespace) -> int:
     if args.repeat is not None and args.repeat < 1:
         raise ValueError(f"--repeat must be a positive int, got {args.repeat}")
     if args.op == "e2e":
+        from nol_fast.bench.e2e import CUDA_ONLY, VARIANTS
         from nol_fast.bench.e2e import run as run_e2e
 
+        device = resolve_device(args.device)
         setups = [n.strip() for n in args.setups.split(",") if n.strip()]
+        variants = [n.strip() for n in args.variants.split(",") if n.strip()]
+        if variants == ["all"]:
+            variants = [v for v in VARIANTS if device.type == "cuda" or v not in CUDA_ONLY]
         repeat = {} if args.repeat is None else {"repeat": args.repeat}
         json_path = None if args.json is None else str(args.json)
-        print(run_e2e(setups, resolve_device(args.device), json_path=json_path, **repeat))
+        print(run_e2e(setups, device, json_path=json_path, variants=variants, **repeat))
         return 0
     if args.op == "spectral":
         from nol_fast.bench.spectral import run

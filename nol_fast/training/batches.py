@@ -34,5 +34,12 @@ def unpack_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Copy to ``device`` without blocking the host (pinned host memory makes it async)."""
+    """Copy to ``device`` without blocking the host.
+
+    A copy to a GPU from pageable host memory first waits for the device's queue (the CUDA
+    driver synchronises the stream), so a CPU tensor that is not pinned is staged in pinned
+    memory first, as ``DataLoader(pin_memory=True)`` would have done.
+    """
+    if device.type == "cuda" and tensor.device.type == "cpu" and not tensor.is_pinned():
+        tensor = tensor.pin_memory()
     return tensor.to(device, non_blocking=True)

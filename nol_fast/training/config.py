@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+import torch
+
 from nol_fast.checks import as_int, as_real
 
 POSITIVE_INTS = ("epochs", "batch_size", "gradient_accumulation_steps", "val_frequency",
-                 "sync_frequency", "save_frequency")
+                 "save_frequency")
+#: torch.compile modes of the ``compile`` field; ``'off'`` runs the step eagerly.
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+#: autocast dtypes of the ``amp_dtype`` field; ``None`` lets the device decide.
+AMP_DTYPES = ("bfloat16", "float16")
 
 
 @dataclass
@@ -37,12 +44,15 @@ class TrainingConfig:
         Used by the CLI for its EarlyStopping and ModelCheckpoint callbacks.
     val_frequency
         Validate every ``val_frequency`` epochs (and always after the last one).
-    sync_frequency
-        Batches between host reads of the running loss (progress bar, non-finite check). The
-        loop never reads the loss back per step otherwise.
+    log_frequency
+        Batches between host reads of the epoch's running sums (the progress bar's loss, the
+        non-finite check); ``0`` reads them only at the end of the epoch. The loop reads
+        nothing back from the device otherwise.
     skip_nonfinite
-        Skip optimizer steps whose loss is NaN/inf instead of stopping. Costs one host
-        synchronisation per step.
+        A step whose loss or gradient is NaN/inf never changes the weights (the optimizer step
+        is skipped on the device). By default the next host read raises
+        :class:`~nol_fast.training.NonFiniteLossError`; with ``skip_nonfinite=True`` training
+        goes on and the epoch logs ``skipped_steps``.
     scheduler_interval
         When the Trainer steps a scheduler it was given: ``'auto'`` (schedulers from
         ``create_scheduler`` declare their own interval; other schedulers step per epoch),
@@ -57,6 +67,20 @@ class TrainingConfig:
     seed
         Seed for python, numpy and torch set by config-driven runs (the CLI) before the model
         is built, so a run is reproducible; ``None`` leaves the generators alone.
+    compile
+        Run forward, loss and backward through ``torch.compile``: ``'off'`` (default),
+        ``'default'``, ``'reduce-overhead'`` or ``'max-autotune'`` (its modes); ``True`` means
+        ``'default'`` and ``False`` ``'off'``.
+    cuda_graphs
+        On CUDA, capture the whole training step (forward, backward, optimizer step) in CUDA
+        graphs and replay them. Other devices, and steps that cannot be captured, run without
+        graphs and say why in the log.
+    amp_dtype
+        Autocast dtype under ``mixed_precision``: ``'bfloat16'`` or ``'float16'`` (with a
+        GradScaler); ``None`` (default) picks bfloat16 where the device computes in it
+        natively, else float16 on CUDA and float32 on the CPU.
+    sync_frequency
+        Deprecated name of ``log_frequency``.
     """
 
     epochs: int = 100
@@ -73,19 +97,27 @@ class TrainingConfig:
     save_frequency: int = 10
     val_frequency: int = 1
     # Extensions
-    sync_frequency: int = 10
+    log_frequency: int = 10
     skip_nonfinite: bool = False
     scheduler_interval: str = "auto"
     monitor: str = "val_loss"
     seed: int | None = 0
     loss: str | dict[str, Any] = "mse"
+    compile: str = "off"
+    cuda_graphs: bool = False
+    amp_dtype: str | None = None
+    sync_frequency: int | None = None  # deprecated: log_frequency
 
     def __post_init__(self) -> None:
         # Any integer or real type is accepted and stored as a plain int or float (see
         # nol_fast.checks), so the config saves to YAML and to weights-only checkpoints.
         for name in POSITIVE_INTS:
             setattr(self, name, as_int(getattr(self, name), name, minimum=1))
-        for name in ("warmup_steps", "early_stopping_patience"):
+        if self.sync_frequency is not None:
+            warnings.warn("TrainingConfig.sync_frequency is deprecated; use log_frequency",
+                          DeprecationWarning, stacklevel=3)
+            self.log_frequency, self.sync_frequency = self.sync_frequency, None
+        for name in ("warmup_steps", "early_stopping_patience", "log_frequency"):
             setattr(self, name, as_int(getattr(self, name), name, minimum=0))
         if self.seed is not None:
             self.seed = as_int(self.seed, "seed", minimum=0)
@@ -105,6 +137,15 @@ class TrainingConfig:
                 f"scheduler_interval must be one of: auto, step, epoch; "
                 f"got {self.scheduler_interval!r}"
             )
+        self.compile = _compile_mode(self.compile)
+        if not isinstance(self.cuda_graphs, bool):
+            raise ValueError(f"cuda_graphs must be True or False, got {self.cuda_graphs!r}")
+        self.amp_dtype = _amp_dtype(self.amp_dtype)
+        if self.amp_dtype is not None and not self.mixed_precision:
+            raise ValueError(
+                f"amp_dtype={self.amp_dtype!r} needs mixed_precision=True (or leave amp_dtype "
+                f"None to train in float32)"
+            )
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainingConfig:
@@ -119,7 +160,30 @@ class TrainingConfig:
         return cls(**{key: _coerce(cls, key, value) for key, value in values.items()})
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as plain data (the deprecated ``sync_frequency`` left out)."""
+        values = asdict(self)
+        values.pop("sync_frequency")
+        return values
+
+
+def _compile_mode(value: Any) -> str:
+    """``value`` as one of :data:`COMPILE_MODES` (``True``: ``'default'``, ``False``: ``'off'``)."""
+    if isinstance(value, bool):
+        return "default" if value else "off"
+    if value not in COMPILE_MODES:
+        raise ValueError(f"compile must be one of: {', '.join(COMPILE_MODES)}; got {value!r}")
+    return value
+
+
+def _amp_dtype(value: Any) -> str | None:
+    """``value`` (a name of :data:`AMP_DTYPES` or the torch dtype) as its name, or ``None``."""
+    if isinstance(value, torch.dtype):
+        value = str(value).removeprefix("torch.")
+    if value is not None and value not in AMP_DTYPES:
+        raise ValueError(
+            f"amp_dtype must be None or one of: {', '.join(AMP_DTYPES)}; got {value!r}"
+        )
+    return value
 
 
 def _coerce(cls: type[TrainingConfig], name: str, value: Any) -> Any:

@@ -63,7 +63,8 @@ from nol_fast.serialization import atomic_save
 from nol_fast.training.callbacks.base import CallbackList, TrainingCallback
 from nol_fast.training.checkpoint import CheckpointError, restore_rng_state
 from nol_fast.training.config import TrainingConfig
-from nol_fast.training.trainer import NonFiniteLossError, Trainer
+from nol_fast.training.totals import LOSS, EpochTotals, NonFiniteLossError, TotalsReading
+from nol_fast.training.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -308,16 +309,19 @@ class DistributedTrainer(Trainer):
     def _gradient_sync(self, sync: bool) -> Any:
         return self.strategy.gradient_sync(self.model, sync)
 
-    def _loss_is_finite(self, loss: torch.Tensor) -> bool:
-        return collectives.all_ranks(bool(torch.isfinite(loss)), self._control)
-
     def _stop_requested(self) -> bool:
         return self._watch is not None and self._watch.poll()
 
-    def _raise_if_nonfinite(self, epoch: int, first_bad_batch: torch.Tensor) -> None:
-        bad = [b for b in collectives.gather(int(first_bad_batch), self._control) if b >= 0]
-        if bad:
-            raise NonFiniteLossError(epoch, min(bad))
+    def _read_totals(self, epoch: int, totals: EpochTotals) -> TotalsReading:
+        reading = totals.read()
+        if not self.config.skip_nonfinite:
+            # Every rank reads at the same batches: all raise, for the earliest bad batch.
+            first = (reading.first_bad_batch, reading.first_bad_kind)
+            bad = [b for b in collectives.gather(first, self._control) if b[0] is not None]
+            if bad:
+                batch, kind = min(bad)
+                raise NonFiniteLossError(epoch, batch, "loss" if kind == LOSS else "gradient")
+        return reading
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, filepath: str, include_optimizer: bool = True) -> None:

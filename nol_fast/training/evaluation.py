@@ -11,8 +11,9 @@ from torch import nn
 from nol_fast.training.batches import to_device, unpack_batch
 from nol_fast.training.metrics import relative_l2
 
-#: ``forward_loss(x, y, check_shapes) -> (prediction, loss, loss components)``
-ForwardLoss = Callable[..., tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]]
+#: ``forward_loss(x, y) -> (prediction, loss, loss components)``
+ForwardLoss = Callable[[torch.Tensor, torch.Tensor],
+                       tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]]
 
 
 def evaluate_loader(
@@ -21,11 +22,18 @@ def evaluate_loader(
     data_loader: Iterable,
     device: torch.device,
     return_predictions: bool = False,
+    check_input: Callable[[torch.Tensor], None] | None = None,
 ) -> dict[str, Any]:
     """Sample-weighted means of the loss, its components and the relative L2 error.
 
     The model runs in eval mode without gradients, and its mode is restored afterwards. Sums
-    stay on the device in float64 and are read once at the end.
+    stay on the device in float64 and are read once at the end (without
+    ``return_predictions``, which copies every prediction to the host).
+
+    Parameters
+    ----------
+    check_input
+        Called with the first batch's inputs (shape checks before the model runs).
 
     Returns
     -------
@@ -43,7 +51,9 @@ def evaluate_loader(
         with torch.no_grad():
             for batch in data_loader:
                 x, y = (to_device(t, device) for t in unpack_batch(batch))
-                pred, loss, components = forward_loss(x, y, check_shapes=n_samples == 0)
+                if n_samples == 0 and check_input is not None:
+                    check_input(x)
+                pred, loss, components = forward_loss(x, y)
                 size = x.shape[0]
                 loss_sum += loss.double() * size
                 rel_sum += relative_l2(pred, y).double().sum()
@@ -56,12 +66,13 @@ def evaluate_loader(
         model.train(was_training)
     if n_samples == 0:
         raise ValueError("the evaluation loader yielded no batches")
-    result: dict[str, Any] = {
-        "loss": float(loss_sum) / n_samples,
-        "rel_l2": float(rel_sum) / n_samples,
-    }
-    result.update({k: float(v) / n_samples for k, v in component_sums.items()})
-    result["n_samples"] = n_samples
+    names = list(component_sums)
+    samples = torch.full((), n_samples, dtype=torch.float64, device=device)
+    sums = torch.stack([loss_sum, rel_sum, samples, *(component_sums[n] for n in names)])
+    loss_total, rel_total, n_total, *component_totals = sums.tolist()  # the one host read
+    result: dict[str, Any] = {"loss": loss_total / n_total, "rel_l2": rel_total / n_total}
+    result.update({k: v / n_total for k, v in zip(names, component_totals, strict=True)})
+    result["n_samples"] = int(n_total)
     if return_predictions:
         result["predictions"] = torch.cat(predictions)
     return result

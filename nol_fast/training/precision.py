@@ -4,6 +4,7 @@ CUDA gets bfloat16 where the GPU computes in it natively, otherwise float16 with
 The CPU gets bfloat16 where it has native bfloat16 arithmetic (AVX-512 BF16 or AMX): there the
 FNO's activations take half the memory traffic and its GEMMs run faster. On other CPUs bfloat16
 is emulated and slower than float32, so training stays in float32 and says so once in the log.
+An explicit ``amp_dtype`` of the training config overrides the choice on every device.
 Weights, optimizer state and losses stay float32 either way.
 """
 
@@ -47,19 +48,43 @@ def _log_cpu_float32() -> None:
                 "training in float32")
 
 
-def autocast_dtype(device: torch.device, mixed_precision: bool) -> torch.dtype | None:
-    """The autocast dtype for ``device``, or ``None`` for full precision (see the module doc)."""
+def choose_autocast(
+    device: torch.device, mixed_precision: bool, amp_dtype: str | None = None
+) -> tuple[torch.dtype | None, str]:
+    """The autocast dtype for ``device`` (``None``: full precision) and why it was chosen.
+
+    ``amp_dtype`` (``'bfloat16'`` or ``'float16'``) is taken as given; ``None`` picks as the
+    module doc says.
+
+    Examples
+    --------
+    >>> choose_autocast(torch.device("cpu"), mixed_precision=False)
+    (None, 'mixed_precision=False')
+    >>> choose_autocast(torch.device("cpu"), True, "float16")
+    (torch.float16, 'amp_dtype=float16')
+    """
     if not mixed_precision:
-        return None
+        return None, "mixed_precision=False"
+    if amp_dtype is not None:
+        return getattr(torch, amp_dtype), f"amp_dtype={amp_dtype}"
     if device.type == "cuda":
-        return torch.bfloat16 if cuda_bf16_is_native() else torch.float16
+        if cuda_bf16_is_native():
+            return torch.bfloat16, "the GPU computes in bfloat16 natively"
+        return torch.float16, "the GPU has no native bfloat16 (fp16 with loss scaling)"
     if device.type == "cpu" and cpu_has_native_bf16():
-        return torch.bfloat16
+        return torch.bfloat16, "the CPU has native bfloat16 (AVX-512 BF16 or AMX)"
     if device.type == "cpu":
         _log_cpu_float32()
-    else:
-        logger.info("mixed_precision is not supported on %s: training in float32", device.type)
-    return None
+        return None, "the CPU has no native bfloat16"
+    logger.info("mixed_precision is not supported on %s: training in float32", device.type)
+    return None, f"no mixed precision on {device.type}"
+
+
+def autocast_dtype(
+    device: torch.device, mixed_precision: bool, amp_dtype: str | None = None
+) -> torch.dtype | None:
+    """The autocast dtype of :func:`choose_autocast`, without the reason."""
+    return choose_autocast(device, mixed_precision, amp_dtype)[0]
 
 
 def cuda_bf16_is_native() -> bool:
@@ -71,13 +96,52 @@ def cuda_bf16_is_native() -> bool:
     return torch.cuda.is_bf16_supported(including_emulation=False)
 
 
-def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    """An autocast context for ``dtype``, or a no-op context when ``dtype`` is None."""
+def autocast(
+    device: torch.device, dtype: torch.dtype | None, cache_enabled: bool = True
+) -> contextlib.AbstractContextManager:
+    """An autocast context for ``dtype``, or a no-op context when ``dtype`` is None.
+
+    ``cache_enabled=False`` casts the weights afresh in every region, as CUDA-graph capture
+    needs: the cache would hold casts made during the capture and free them when the region
+    ends, while the graph keeps their addresses.
+    """
     if dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=dtype, cache_enabled=cache_enabled)
 
 
 def grad_scaler(device: torch.device, dtype: torch.dtype | None) -> torch.amp.GradScaler:
     """A GradScaler that is active only for fp16, the one dtype whose gradients underflow."""
-    return torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    return ComplexGradScaler(device.type, enabled=dtype == torch.float16)
+
+
+class ComplexGradScaler(torch.amp.GradScaler):
+    """``torch.amp.GradScaler`` that also unscales complex gradients.
+
+    torch's unscale kernel (``_amp_foreach_non_finite_check_and_unscale_``) takes no complex
+    tensors, and an FNO's spectral weights are complex, so every fp16 step of an FNO would
+    fail. Complex gradients are handed to it as their real views (the same memory), which
+    unscales them in place and finds their infs and NaNs.
+    """
+
+    def _unscale_grads_(self, optimizer, inv_scale, found_inf, allow_fp16):
+        return super()._unscale_grads_(_RealGradients(optimizer), inv_scale, found_inf,
+                                       allow_fp16)
+
+
+class _RealGradients:
+    """Stands in for an optimizer in ``GradScaler._unscale_grads_``, which reads only
+    ``param_groups[i]['params'][j].grad``: complex parameters become real views whose ``grad``
+    is the real view of their gradient."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        self.param_groups = [{"params": [_real_view(p) for p in group["params"]]}
+                             for group in optimizer.param_groups]
+
+
+def _real_view(param: torch.Tensor) -> torch.Tensor:
+    if not param.is_complex() or param.grad is None or param.grad.is_sparse:
+        return param
+    view = torch.view_as_real(param.detach())
+    view.grad = torch.view_as_real(param.grad)
+    return view

@@ -44,7 +44,7 @@ class EpochProgress:
     """A bar for one epoch when stderr is a terminal (:func:`nol_fast.progress.shows_progress`).
 
     The bar advances per batch without reading anything from the device; the running loss is
-    shown only when the loop has read it anyway (every ``sync_frequency`` batches).
+    shown only when the loop has read it anyway (every ``log_frequency`` batches).
     """
 
     def __init__(self, epoch: int, epochs: int, total: int | None) -> None:

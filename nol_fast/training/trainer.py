@@ -3,18 +3,24 @@
 The loop, per optimizer step: fetch a batch, move it with ``non_blocking``, run the forward
 pass under autocast, compute the loss, scale it for accumulation (and fp16 loss scaling), run
 backward; after ``gradient_accumulation_steps`` micro-batches unscale, clip, step the optimizer
-and the per-step scheduler. Losses accumulate on the device and are read back only every
-``sync_frequency`` batches and at the end of the epoch, so the loop does not wait on the device
-per step. Device placement (:meth:`Trainer.place_model`), checkpoint writing
+and the per-step scheduler. The device work of a step is :class:`~nol_fast.training.step.
+TrainStep`'s (eager, compiled, or replayed from CUDA graphs by :class:`~nol_fast.training.graphs.
+GraphedStep`): it reads nothing back to the host, and a step with a non-finite loss or gradient
+changes no weight. Losses accumulate on the device (:class:`~nol_fast.training.totals.
+EpochTotals`) and are read back every ``log_frequency`` batches and at the end of the epoch,
+so the loop does not wait on the device per step; a non-finite value is reported at that read.
+
+Device placement (:meth:`Trainer.place_model`), checkpoint writing
 (:meth:`Trainer.save_checkpoint`) and callback dispatch (:class:`CallbackList`) each live in one
 overridable place, which is where distributed training plugs in; so do the loop's hooks
 (:meth:`Trainer._epoch_batches`, :meth:`Trainer._gradient_sync`, :meth:`Trainer._stop_requested`,
-:meth:`Trainer._loss_is_finite`), which do nothing on one process.
+:meth:`Trainer._read_totals`), which do nothing special on one process.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import logging
 import math
@@ -44,27 +50,19 @@ from nol_fast.training.checkpoint import (
 )
 from nol_fast.training.config import TrainingConfig
 from nol_fast.training.evaluation import evaluate_loader
+from nol_fast.training.fast_paths import choose_fast_paths, compiled, unwrap_compiled
+from nol_fast.training.graphs import GraphedStep
 from nol_fast.training.history import is_validation_metric, record_epoch, upgrade_history
 from nol_fast.training.optimizers import create_optimizer
-from nol_fast.training.precision import autocast, autocast_dtype, grad_scaler
+from nol_fast.training.precision import autocast, grad_scaler
 from nol_fast.training.progress import EpochProgress, ensure_log_output, log_epoch
 from nol_fast.training.scheduling import SchedulerStepper, trainer_interval
+from nol_fast.training.step import TrainStep
+from nol_fast.training.totals import EpochTotals, NonFiniteLossError, TotalsReading
+
+__all__ = ["NonFiniteLossError", "Trainer"]
 
 logger = logging.getLogger(__name__)
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite."""
-
-    def __init__(self, epoch: int, batch: int):
-        self.epoch = epoch
-        self.batch = batch
-        super().__init__(
-            f"non-finite training loss at epoch {epoch + 1}, batch {batch}; training stopped "
-            f"and checkpoints already written are kept. Lower the learning rate, enable "
-            f"gradient_clipping, or set skip_nonfinite=True in the TrainingConfig to skip such "
-            f"steps"
-        )
 
 
 class Trainer:
@@ -97,7 +95,9 @@ class Trainer:
     device
         Training device; default: the device of the model's parameters.
     config
-        A :class:`TrainingConfig`; default ``TrainingConfig()``.
+        A :class:`TrainingConfig`; default ``TrainingConfig()``. Its ``compile``,
+        ``cuda_graphs``, ``mixed_precision`` and ``amp_dtype`` choose the step's fast paths
+        (:mod:`nol_fast.training.fast_paths`), logged when training starts.
 
     Examples
     --------
@@ -131,6 +131,9 @@ class Trainer:
         self.config = config if config is not None else TrainingConfig()
         if not isinstance(self.config, TrainingConfig):
             raise TypeError(f"config must be a TrainingConfig, got {type(self.config).__name__}")
+        # torch.compile(model) is unwrapped: the Trainer compiles its own step, and
+        # checkpoints and callbacks see the plain module's parameter names.
+        model, model_was_compiled = unwrap_compiled(model)
         self.device = torch.device(device) if device is not None else _model_device(model)
         if self.device.type == "cuda" and self.device.index is not None:
             # Code that launches on the current device (Triton kernels, the CUDA extension,
@@ -152,8 +155,18 @@ class Trainer:
         self.scheduler = scheduler
         self.loss_fn = loss_fn if loss_fn is not None else nn.MSELoss()
         self._loss_takes_inputs = _accepts_keyword(self.loss_fn, "inputs")
-        self.amp_dtype = autocast_dtype(self.device, self.config.mixed_precision)
+        self.fast_paths = choose_fast_paths(self.config, self.device, self.optimizer,
+                                            model_was_compiled)
+        if self.config.cuda_graphs and not self.fast_paths.cuda_graphs:
+            logger.warning("cuda_graphs: not used: %s", self.fast_paths.reasons["cuda_graphs"])
+        self.amp_dtype = self.fast_paths.amp_dtype
         self.scaler = grad_scaler(self.device, self.amp_dtype)
+        mode = self.fast_paths.compile_mode
+        self._train_loss_fn = compiled(self._train_loss, mode)
+        self._eval_forward = compiled(self._forward_loss, mode)
+        # The step's device work (TrainStep or GraphedStep); built when training starts.
+        self._runner: TrainStep | GraphedStep | None = None
+        self._fast_paths_logged = False
 
         # Training state: everything below is saved in checkpoints.
         self.epoch = 0  # epochs completed
@@ -172,7 +185,7 @@ class Trainer:
         # Callbacks whose state belongs to this run: those of the last train call.
         self._run_callbacks: list[TrainingCallback] = []
 
-    # ------------------------------------------------------------------ placement
+    # ------------------------------------------------------------------ hooks
     def place_model(self, model: nn.Module) -> nn.Module:
         """Move the model to the training device (distributed trainers wrap it here)."""
         return model.to(self.device)
@@ -227,6 +240,9 @@ class Trainer:
         if self._stepper is not None:
             self._stepper.fill_horizon(epochs, lambda: self.steps_per_epoch)
         self.stop_training = False
+        if not self._fast_paths_logged:
+            logger.info("%s", self.fast_paths.describe(self.optimizer, self.config.log_frequency))
+            self._fast_paths_logged = True
         if self.epoch >= epochs:
             logger.info("already trained for %d epochs; nothing to do", self.epoch)
         self.callbacks.call("on_train_begin", self)
@@ -264,7 +280,8 @@ class Trainer:
         of all predictions in loader order.
         """
         return evaluate_loader(
-            self._forward_loss, self.model, data_loader, self.device, return_predictions
+            self._eval_forward, self.model, data_loader, self.device, return_predictions,
+            check_input=functools.partial(_check_input, self.unwrapped_model),
         )
 
     def current_lr(self) -> float:
@@ -379,6 +396,7 @@ class Trainer:
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
+        self._runner = None  # CUDA graphs hold the replaced optimizer state: capture anew
         self.epoch = state["epoch"]
         self.global_step = state["global_step"]
         self.global_batch = state["global_batch"]
@@ -394,80 +412,79 @@ class Trainer:
         accumulation = config.gradient_accumulation_steps
         n_batches = _safe_len(self.train_loader)
         progress = EpochProgress(epoch, epochs, n_batches)
-        loss_sum = torch.zeros((), device=self.device)
-        component_sums: dict[str, torch.Tensor] = {}
-        first_bad_batch = torch.full((), -1, device=self.device, dtype=torch.long)
-        seen = skipped = 0
-        group_has_grads = False  # whether a micro-batch of the current group ran backward
-        self.optimizer.zero_grad(set_to_none=True)
+        runner = self._step_runner()
+        totals = runner.totals
+        totals.reset()
+        # In place under CUDA graphs, which keep the gradients' addresses.
+        self.optimizer.zero_grad(set_to_none=not self.fast_paths.cuda_graphs)
+        seen = 0
         for batch_idx, batch in self._epoch_batches(epoch):
             if self.callbacks.wants_batch_hooks:
                 self.callbacks.call("on_batch_begin", self, batch_idx, batch)
             x, y = (to_device(t, self.device) for t in unpack_batch(batch))
-            _, loss, components = self._forward_loss(x, y, check_shapes=batch_idx == 0)
-            loss_detached = loss.detach()
+            if batch_idx == 0:
+                _check_input(self.unwrapped_model, x)
+            # Each optimizer step averages its micro-batches; the epoch's last group may be
+            # short (for loaders without a length it is weighted as a full group).
+            group_start = batch_idx - batch_idx % accumulation
+            remaining = accumulation if n_batches is None else n_batches - group_start
+            runner.set_group_size(min(accumulation, remaining))
             end_of_group = (batch_idx + 1) % accumulation == 0 or batch_idx + 1 == n_batches
-            # One host sync per step, only when skipping is asked for: the step must be
-            # skipped before backward poisons the accumulated gradients.
-            if config.skip_nonfinite and not self._loss_is_finite(loss_detached):
-                skipped += 1
-            else:
-                # Each optimizer step averages its micro-batches; the epoch's last group may be
-                # short (for loaders without a length it is scaled as a full group).
-                group_start = batch_idx - batch_idx % accumulation
-                remaining = accumulation if n_batches is None else n_batches - group_start
-                with self._gradient_sync(end_of_group):
-                    self.scaler.scale(loss / min(accumulation, remaining)).backward()
-                group_has_grads = True
-                first_bad_batch = torch.where(
-                    (first_bad_batch < 0) & ~torch.isfinite(loss_detached),
-                    torch.full_like(first_bad_batch, batch_idx), first_bad_batch,
-                )
-                loss_sum += loss_detached
-                for name, value in components.items():
-                    component_sums[name] = component_sums.get(name, 0.0) + value
+            with self._gradient_sync(end_of_group):
+                loss, components = runner.micro_batch(x, y)
             seen += 1
             self.global_batch += 1
             self.took_optimizer_step = end_of_group
             if end_of_group:
-                self._optimizer_step(group_has_grads)
-                group_has_grads = False
+                self._optimizer_step(runner)
             if self.callbacks.wants_batch_hooks:
-                metrics = {"loss": loss_detached, **components}
-                self.callbacks.call("on_batch_end", self, batch_idx, metrics)
+                self.callbacks.call("on_batch_end", self, batch_idx, {"loss": loss, **components})
             progress.advance()
-            if (batch_idx + 1) % config.sync_frequency == 0:
-                # Host sync point: read the running loss and check for non-finite values.
-                self._raise_if_nonfinite(epoch, first_bad_batch)
-                progress.show_loss(float(loss_sum) / max(seen - skipped, 1))
+            if config.log_frequency and (batch_idx + 1) % config.log_frequency == 0:
+                # Host sync point: the running loss, and any non-finite value so far.
+                progress.show_loss(self._read_totals(epoch, totals).mean_loss)
             if end_of_group and self._stop_requested():
+                self.stop_training = True
                 break
-        if n_batches is None and seen % accumulation:
-            self._optimizer_step(group_has_grads)  # the last partial group of an unsized loader
+        if n_batches is None and seen % accumulation and not self.stop_training:
+            self._optimizer_step(runner)  # the last partial group of an unsized loader
         progress.close()
         if seen == 0:
             raise ValueError("the training loader yielded no batches")
-        self._raise_if_nonfinite(epoch, first_bad_batch)
-        counted = max(seen - skipped, 1)  # skipped steps do not enter the means
-        metrics = {"train_loss": float(loss_sum) / counted}
-        metrics.update({f"train_{k}": float(v) / counted for k, v in component_sums.items()})
-        if config.skip_nonfinite:
-            metrics["skipped_steps"] = float(skipped)
-            if skipped:
-                logger.warning("epoch %d: skipped %d non-finite steps", epoch + 1, skipped)
-        return metrics
+        reading = self._read_totals(epoch, totals)
+        if reading.skipped_batches:
+            logger.warning("epoch %d: skipped the optimizer steps of %d batches with a "
+                           "non-finite loss or gradient", epoch + 1, reading.skipped_batches)
+        return reading.epoch_metrics(with_skipped=config.skip_nonfinite)
+
+    def _step_runner(self) -> TrainStep | GraphedStep:
+        """The step's device work, built anew when the optimizer or scaler was replaced."""
+        step = getattr(self._runner, "step", self._runner)
+        if step is None or step.optimizer is not self.optimizer or step.scaler is not self.scaler:
+            graphs = self.fast_paths.cuda_graphs
+            step = TrainStep(self._train_loss_fn, self.optimizer, self.scaler,
+                             self.config.gradient_clipping, EpochTotals(self.device),
+                             keep_grads=graphs)
+            self._runner = GraphedStep(step) if graphs else step
+        return self._runner
+
+    def _train_loss(self, x: torch.Tensor, y: torch.Tensor
+                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss and loss components of one training batch (what ``compile`` compiles)."""
+        _, loss, components = self._forward_loss(x, y)
+        return loss, components
 
     def _forward_loss(
-        self, x: torch.Tensor, y: torch.Tensor, check_shapes: bool = False
+        self, x: torch.Tensor, y: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """``(prediction, scalar fp32 loss, detached loss components)`` for one batch."""
-        if check_shapes:
-            _check_input(self.unwrapped_model, x)
-        with autocast(self.device, self.amp_dtype):
+        # Under CUDA graphs the autocast cache would free casts that a graph keeps.
+        with autocast(self.device, self.amp_dtype, cache_enabled=not self.fast_paths.cuda_graphs):
             pred = self.model(x)
             if self.normalizer is not None:
                 pred = self.normalizer.decode_output(pred)
-            if check_shapes and pred.shape != y.shape and isinstance(self.loss_fn, nn.MSELoss):
+            # Shapes are static to torch.compile, so this check costs a compiled step nothing.
+            if pred.shape != y.shape and isinstance(self.loss_fn, nn.MSELoss):
                 raise ValueError(
                     f"the model's output shape {tuple(pred.shape)} does not match the target "
                     f"shape {tuple(y.shape)} (input shape {tuple(x.shape)}); check the model's "
@@ -487,26 +504,11 @@ class Trainer:
         components = {k: v.detach().float() for k, v in components.items()}
         return pred, loss.float().reshape(()), components
 
-    def _optimizer_step(self, has_grads: bool = True) -> None:
-        # A group whose micro-batches were all skipped (skip_nonfinite) has no gradients:
-        # there is nothing to update, and an fp16 GradScaler would find no inf checks.
-        if has_grads:
-            clip = self.config.gradient_clipping
-            if clip:
-                self.scaler.unscale_(self.optimizer)
-                params = [p for g in self.optimizer.param_groups for p in g["params"]]
-                torch.nn.utils.clip_grad_norm_(params, clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
+    def _optimizer_step(self, runner: TrainStep | GraphedStep) -> None:
+        runner.optimizer_step()
         self.global_step += 1
         if self._stepper is not None:
             self._stepper.after_optimizer_step()
-
-    def _raise_if_nonfinite(self, epoch: int, first_bad_batch: torch.Tensor) -> None:
-        bad = int(first_bad_batch)
-        if bad >= 0:
-            raise NonFiniteLossError(epoch, bad)
 
     # ------------------------------------------------------------------ hooks of the loop
     # Each is called from one place in the loop and does nothing on one process;
@@ -529,15 +531,22 @@ class Trainer:
         all-reduce there)."""
         return contextlib.nullcontext()
 
-    def _loss_is_finite(self, loss: torch.Tensor) -> bool:
-        """Whether a step's loss is finite (``skip_nonfinite``); a distributed trainer
-        answers for all ranks, so that they skip the same steps."""
-        return bool(torch.isfinite(loss))
-
     def _stop_requested(self) -> bool:
-        """Checked after each optimizer step: True ends the epoch's loop there (a distributed
-        trainer stops at a step all ranks agreed on when it is preempted)."""
+        """Checked after each optimizer step: True ends the epoch there (its metrics cover the
+        batches trained), validates as usual and stops training. A distributed trainer stops
+        at a step all ranks agreed on when it is preempted."""
         return False
+
+    def _read_totals(self, epoch: int, totals: EpochTotals) -> TotalsReading:
+        """Read the epoch's sums (a host sync); raise for a non-finite value unless skipping.
+
+        Called at the same batches on every process; a distributed trainer raises on every
+        rank when any rank saw a non-finite value.
+        """
+        reading = totals.read()
+        if not self.config.skip_nonfinite:
+            reading.raise_if_nonfinite(epoch)
+        return reading
 
     # ------------------------------------------------------------------ validation
     def _validation_metrics(self, epoch: int, epochs: int) -> dict[str, float]:
