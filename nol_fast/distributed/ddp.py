@@ -98,7 +98,10 @@ class DDPStrategy(ParallelismStrategy):
         return model.module if isinstance(model, DistributedDataParallel) else model
 
     def gradient_sync(self, model: nn.Module, sync: bool) -> contextlib.AbstractContextManager:
-        return contextlib.nullcontext() if sync else model.no_sync()
+        # torch's static-graph reducer fails an internal assertion when a micro-batch's forward
+        # and backward run under no_sync; there every micro-batch is all-reduced (the mean of
+        # the sums equals the sum of the means, so only the traffic differs).
+        return contextlib.nullcontext() if sync or self.static_graph else model.no_sync()
 
     def lockstep_forward(self, model: nn.Module) -> bool:
         # DDP broadcasts buffers in the forward pass; a model without buffers has none to send.

@@ -53,14 +53,16 @@ def grad_norm(params: list[Tensor], clip: float | None) -> Tensor:
 
     With ``clip`` the gradients are clipped to that global 2-norm (``clip_grad_norm_``) and the
     norm it computed is returned; otherwise the largest absolute value, from one read of the
-    gradients.
+    gradients. The norm of sharded gradients (FSDP's DTensors) is combined over the shards, so
+    every process gets the same verdict.
     """
     if clip:
-        return torch.nn.utils.clip_grad_norm_(params, clip)
-    if not params:
+        norm = torch.nn.utils.clip_grad_norm_(params, clip)
+    elif not params:
         return torch.zeros(())
-    norms = torch._foreach_norm([p.grad for p in params], float("inf"))
-    return torch.stack(norms).max()
+    else:
+        norm = torch.stack(torch._foreach_norm([p.grad for p in params], float("inf"))).max()
+    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
 
 
 @contextlib.contextmanager
