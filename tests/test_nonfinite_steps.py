@@ -196,3 +196,23 @@ def test_fp16_loss_scaling_unscales_in_the_fused_optimizer_as_grad_scaler_step_d
     assert scales[0] < 2.0**120 and len(set(scales)) == 2  # skips, and growth between them
     assert run.scaler.get_scale() == reference_scaler.get_scale()
     assert_same_training(run, net, optimizer)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), "opposite", "imag"])
+def test_gradient_probe_is_finite_exactly_when_every_gradient_is(bad):
+    from nol_fast.training.step import gradient_probe
+
+    params = [torch.zeros(3, 4, requires_grad=True),
+              torch.zeros(5, dtype=torch.complex64, requires_grad=True),
+              torch.zeros(2, dtype=torch.bfloat16, requires_grad=True)]
+    for p, big in zip(params, (1e30, 1e30, 1e30), strict=True):
+        p.grad = torch.full_like(p, big)  # large but finite: no false alarm
+    assert torch.isfinite(gradient_probe(params, None))
+    if bad == "opposite":  # an infinity of each sign, whose sum is NaN
+        params[0].grad[0, 0], params[0].grad[1, 1] = math.inf, -math.inf
+    elif bad == "imag":
+        params[1].grad[2] = complex(0.0, math.inf)
+    else:
+        params[2].grad[1] = bad
+    assert not torch.isfinite(gradient_probe(params, None))
+    assert not torch.isfinite(gradient_probe(params, 1.0))  # the clipping norm too
