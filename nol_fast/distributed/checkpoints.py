@@ -31,7 +31,13 @@ from torch import nn
 
 from nol_fast.distributed import collectives, complex_params
 from nol_fast.serialization import atomic_save
-from nol_fast.training.checkpoint import FORMAT, FORMAT_VERSION, CheckpointError, load_file
+from nol_fast.training.checkpoint import (
+    FORMAT,
+    FORMAT_VERSION,
+    CheckpointError,
+    check_format_version,
+    load_file,
+)
 
 #: Marks the ``trainer_state.pt`` of a sharded checkpoint.
 SHARDED_FORMAT = "nol_fast.sharded_checkpoint"
@@ -85,11 +91,7 @@ def read_trainer_state(path: str | os.PathLike) -> dict[str, Any]:
     state = load_file(path / TRAINER_STATE)
     if not isinstance(state, dict) or state.get("format") != SHARDED_FORMAT:
         raise CheckpointError(f"{path} is not a nol_fast sharded checkpoint")
-    if state.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} has checkpoint format {state['format_version']}, newer than this version "
-            f"of nol_fast reads ({FORMAT_VERSION}); upgrade nol_fast"
-        )
+    check_format_version(state, path)
     return state
 
 

@@ -63,12 +63,18 @@ def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu") -> 
         ):
             hint = " (it looks like a plain state_dict: use model.load_state_dict)"
         raise CheckpointError(f"{path} is not a nol_fast training checkpoint{hint}")
+    check_format_version(state, path)
+    return state
+
+
+def check_format_version(state: dict[str, Any], path: str | os.PathLike) -> None:
+    """Refuse a checkpoint written in a newer format than this version of nol_fast reads
+    (files without a version are of the first format)."""
     if state.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointError(
             f"{path} has checkpoint format {state['format_version']}, newer than this version "
             f"of nol_fast reads ({FORMAT_VERSION}); upgrade nol_fast"
         )
-    return state
 
 
 def check_state_dict_fits(module: torch.nn.Module, state: dict[str, Any], source: str) -> None:
