@@ -10,6 +10,7 @@ import torch
 from hypothesis import settings
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+from triton_interpreter import MODULES, ORIGINAL, VARIABLE
 
 # Property-based tests draw the same examples on every run ('ci', the default), so a CI run is
 # reproducible and its time bounded; HYPOTHESIS_PROFILE=thorough draws fresh, many more.
@@ -70,6 +71,18 @@ def optimizer_backend(request, monkeypatch) -> str:
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Generated datasets go to a per-session temporary cache, never the home directory."""
     monkeypatch.setenv("NOL_FAST_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(autouse=True)
+def triton_interpreter_scope(request, monkeypatch):
+    """TRITON_INTERPRET as the session started, except in the modules that switched Triton to
+    its interpreter (``triton_interpreter.require_interpreter``)."""
+    if request.module.__name__ in MODULES:
+        return
+    if ORIGINAL is None:
+        monkeypatch.delenv(VARIABLE, raising=False)
+    else:
+        monkeypatch.setenv(VARIABLE, ORIGINAL)
 
 
 @pytest.fixture

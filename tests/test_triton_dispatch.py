@@ -14,7 +14,6 @@ import collections
 import contextlib
 import gc
 import io
-import os
 import types
 import weakref
 
@@ -29,13 +28,12 @@ from conftest import (
     optimizer_trajectories,
 )
 from torch.utils._python_dispatch import TorchDispatchMode
+from triton_interpreter import require_interpreter
 
-os.environ["TRITON_INTERPRET"] = "1"  # before triton, and the kernels, are first imported
-pytest.importorskip("triton", reason="the Triton kernels need the triton package")
+require_interpreter()  # before triton, and the kernels, are first imported
 
 from nol_fast.models import SpectralConv  # noqa: E402
 from nol_fast.ops import launch  # noqa: E402
-from nol_fast.ops import triton as triton_kernels  # noqa: E402
 from nol_fast.ops.optim_step import cuda as cuda_step  # noqa: E402
 from nol_fast.ops.optim_step import tables  # noqa: E402
 from nol_fast.ops.spectral_conv import modes  # noqa: E402
@@ -43,12 +41,6 @@ from nol_fast.ops.triton import optim as triton_optim  # noqa: E402
 from nol_fast.ops.triton import spectral_conv as triton_spectral  # noqa: E402
 from nol_fast.optim import AdaBound, FusedAdam, FusedAdamW  # noqa: E402
 
-if not triton_kernels.INTERPRETED:
-    pytest.skip(
-        "nol_fast.ops.triton was imported for the GPU before TRITON_INTERPRET=1 was set; run "
-        "this file in its own pytest process to test the kernels on the CPU",
-        allow_module_level=True,
-    )
 
 @pytest.mark.parametrize("name", list(OPTIMIZER_GROUPS))
 @pytest.mark.parametrize("decoupled", [False, True], ids=["adam", "adamw"])

@@ -9,27 +9,16 @@ stepping copies with the same gradients.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
+from triton_interpreter import require_interpreter
 
-os.environ["TRITON_INTERPRET"] = "1"  # before triton, and the kernels, are first imported
-pytest.importorskip("triton", reason="the Triton kernels need the triton package")
+require_interpreter()  # before triton, and the kernels, are first imported
 
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from triton.runtime.interpreter import InterpretedFunction  # noqa: E402
 
-from nol_fast.ops.triton import optim  # noqa: E402
 from nol_fast.ops.triton.optim import adabound_step_triton, adam_step_triton  # noqa: E402
-
-if not isinstance(optim._multi_tensor_step_kernel, InterpretedFunction):
-    pytest.skip(
-        "nol_fast.ops.triton was imported for the GPU before TRITON_INTERPRET=1 was set; run "
-        "this file in its own pytest process to test the kernels on the CPU",
-        allow_module_level=True,
-    )
 
 SHAPES = [(7,), (15,), (1,), (4099,), (3, 5)]
 N_STEPS = 6

@@ -11,28 +11,18 @@ conservation sums.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
+from triton_interpreter import require_interpreter
 
-os.environ["TRITON_INTERPRET"] = "1"  # before triton, and the kernels, are first imported
-pytest.importorskip("triton", reason="the Triton kernels need the triton package")
+require_interpreter()  # before triton, and the kernels, are first imported
 
-from triton.runtime.interpreter import InterpretedFunction  # noqa: E402
 
 from nol_fast.ops.conservation import cuda as conservation_cuda  # noqa: E402
 from nol_fast.ops.conservation import reference as conservation_reference  # noqa: E402
 from nol_fast.ops.darcy_residual import cuda as darcy_cuda  # noqa: E402
 from nol_fast.ops.darcy_residual import reference as darcy_reference  # noqa: E402
 from nol_fast.ops.triton import darcy_residual  # noqa: E402
-
-if not isinstance(darcy_residual._darcy_forward_kernel, InterpretedFunction):
-    pytest.skip(
-        "nol_fast.ops.triton was imported for the GPU before TRITON_INTERPRET=1 was set; run "
-        "this file in its own pytest process to test the kernels on the CPU",
-        allow_module_level=True,
-    )
 
 SPACING = (0.6, 0.7)
 

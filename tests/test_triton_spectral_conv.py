@@ -12,32 +12,21 @@ kernels) against the reference backend.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
+from triton_interpreter import require_interpreter
 
-os.environ["TRITON_INTERPRET"] = "1"  # before triton, and the kernels, are first imported
-pytest.importorskip("triton", reason="the Triton kernels need the triton package")
+require_interpreter()  # before triton, and the kernels, are first imported
 
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from triton.runtime.interpreter import InterpretedFunction  # noqa: E402
 
 from nol_fast.ops.spectral_conv import cuda, mode_index, reference  # noqa: E402
 from nol_fast.ops.spectral_conv.modes import kept_shape  # noqa: E402
-from nol_fast.ops.triton import spectral_conv  # noqa: E402
 from nol_fast.ops.triton.spectral_conv import (  # noqa: E402
     spectral_mix_backward,
     spectral_mix_forward,
 )
-
-if not isinstance(spectral_conv._complex_mode_gemm_kernel, InterpretedFunction):
-    pytest.skip(
-        "nol_fast.ops.triton was imported for the GPU before TRITON_INTERPRET=1 was set; run "
-        "this file in its own pytest process to test the kernels on the CPU",
-        allow_module_level=True,
-    )
 
 # name: (batch, in_channels, out_channels, input grid, output grid, n_modes)
 CASES = {
