@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import sys
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,11 @@ def counted_writes() -> Iterator[list[str]]:
         serialization.atomic_write = write
 
 
+def _thread_count() -> int:
+    """This process's threads, the gloo groups' worker threads among them (Linux)."""
+    return len(os.listdir("/proc/self/task"))
+
+
 def report(out: Path, trainer: DistributedTrainer, history: dict, **extra: Any) -> None:
     """Write this rank's results; rank 0 adds the full weights and a whole-loader evaluation."""
     weights = trainer.model_state_dict()
@@ -192,10 +198,18 @@ def early_stop(out: Path, options: dict[str, Any]) -> None:
     trainer = make_trainer(options)
     stopping = EarlyStopping(patience=1, min_delta=10.0)  # only the first epoch improves
     first = trainer.train(5, callbacks=[stopping])
+    control, threads = weakref.ref(trainer._control), _thread_count()
     trainer.close()
+    closed = {"control_alive": control() is not None,
+              "threads_ended": threads - _thread_count()}
+    try:
+        trainer.train(1)
+    except RuntimeError as error:
+        closed["train_after_close"] = str(error)
     trainer = make_trainer(options)
     second = trainer.train(5, callbacks=[StopOnOneRank(rank=1, epoch=1)])
-    torch.save({"first": first, "stopped_epoch": stopping.stopped_epoch, "second": second},
+    torch.save({"first": first, "stopped_epoch": stopping.stopped_epoch, "second": second,
+                "closed": closed},
                out / f"rank{trainer.rank}.pt")
     trainer.close()
 

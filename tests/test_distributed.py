@@ -315,6 +315,11 @@ def test_early_stopping_stops_both_ranks_at_the_same_epoch(shared_runs):
         assert len(result["first"]["train_loss"]) == 2
         # a callback that stopped rank 1 only: both ranks stopped after epoch 2, none hung
         assert len(result["second"]["train_loss"]) == 2
+        # close() destroyed the control group at once: no reference kept it, and its gloo
+        # worker threads ended (left to the interpreter's exit, they could abort the process)
+        assert result["closed"]["control_alive"] is False
+        assert result["closed"]["threads_ended"] >= 2
+        assert "closed" in result["closed"]["train_after_close"]
 
 
 def test_mixed_precision_is_the_same_on_every_rank(shared_runs):

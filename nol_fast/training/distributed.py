@@ -28,9 +28,11 @@ Each process runs the Trainer's loop on its share of every batch. What changes f
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime
 import logging
 import math
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -67,6 +69,15 @@ from nol_fast.training.totals import LOSS, EpochTotals, NonFiniteLossError, Tota
 from nol_fast.training.trainer import Trainer
 
 logger = logging.getLogger(__name__)
+
+#: Trainers not closed yet; the interpreter closes them at exit (see DistributedTrainer.close).
+_OPEN_TRAINERS: weakref.WeakSet[DistributedTrainer] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_trainers() -> None:
+    for trainer in list(_OPEN_TRAINERS):
+        trainer.close()
 
 
 class DistributedTrainer(Trainer):
@@ -149,10 +160,10 @@ class DistributedTrainer(Trainer):
         self.preemption_checkpoint = (None if preemption_checkpoint is None
                                       else str(preemption_checkpoint))
         self._owns_process_group = join_process_group(settings, device, timeout)
-        if self._owns_process_group:
-            atexit.register(leave_process_group)
+        self._control_group: Any = None
+        _OPEN_TRAINERS.add(self)
         try:
-            self._control = collectives.new_control_group()
+            self._control_group = collectives.new_control_group()
             names = {id(p): name for name, p in model.named_parameters()}
             seed = collectives.gather(_loader_seed(train_loader), self._control)[0]
             train_loader = distributed_train_loader(train_loader, self.world_size, self.rank,
@@ -177,10 +188,36 @@ class DistributedTrainer(Trainer):
 
     # ------------------------------------------------------------------ process group
     def close(self) -> None:
-        """Destroy the process group if this trainer created it (idempotent)."""
+        """Destroy this trainer's control group, and the default process group if this
+        trainer created it (idempotent; also run at interpreter exit for an open trainer).
+
+        The control group's collectives pass tensors that Python frees as soon as they
+        return, while a gloo worker thread may still hold them: it takes the GIL to free
+        them. Should the interpreter be finalizing by then, that thread is stopped inside a
+        destructor and the process aborts ("terminate called without an active exception").
+        Releasing every reference to the group here destroys it at once, and its destructor
+        joins those threads while the interpreter is alive.
+        """
+        _OPEN_TRAINERS.discard(self)
+        control, self._control_group = getattr(self, "_control_group", None), None
+        if isinstance(getattr(self, "callbacks", None), DistributedCallbackList):
+            self.callbacks.group = None
+        if control is not None and dist.is_initialized():
+            # ValueError: the default group was destroyed (and made anew) meanwhile
+            with contextlib.suppress(ValueError):
+                dist.destroy_process_group(control)
+        del control
         if getattr(self, "_owns_process_group", False):
             leave_process_group()
             self._owns_process_group = False
+
+    @property
+    def _control(self) -> Any:
+        """The gloo group of host-side agreements (:mod:`nol_fast.distributed.collectives`)."""
+        if self._control_group is None:
+            raise RuntimeError("this DistributedTrainer is closed: its process groups are "
+                               "destroyed")
+        return self._control_group
 
     def __enter__(self) -> DistributedTrainer:
         return self
