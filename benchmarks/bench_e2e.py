@@ -33,6 +33,7 @@ from nol_fast.bench.e2e import (
     neuralop_missing,
     peak_memory_mb,
 )
+from nol_fast.training.cpu_memory import keep_freed_memory
 
 DEVICE = torch.device("cpu")
 
@@ -41,6 +42,7 @@ DEVICE = torch.device("cpu")
 @pytest.fixture(scope="module")
 def guard():
     """Each candidate's loss after the guard epoch, per setup, computed once."""
+    keep_freed_memory()  # as nol_fast's Trainer does: the same allocator for every candidate
     return {name: guard_losses(candidates(setup, make_batches(setup, GUARD_STEPS, seed=1),
                                           DEVICE))
             for name, setup in SETUPS.items()}

@@ -126,12 +126,13 @@ def test_fno_trains_in_fp16_with_loss_scaling():
     ({"mixed_precision": False}, torch.optim.SGD,
      ["precision float32 (mixed_precision=False)", "compile off (config)",
       "CUDA graphs off (config)", "SGD step is masked on the device for non-finite steps",
-      "host reads every 10 batches and per epoch"]),
+      "host reads every 10 batches and per epoch", "malloc keeps freed memory"]),
     ({"amp_dtype": "float16", "compile": "max-autotune", "cuda_graphs": True,
-      "log_frequency": 0}, FusedAdamW,
+      "log_frequency": 0, "tune_cpu_malloc": False}, FusedAdamW,
      ["precision float16 autocast (amp_dtype=float16)", "compile max-autotune (config)",
       "CUDA graphs off (asked for, but the device is cpu, not CUDA)",
-      "FusedAdamW step skips non-finite steps itself (found_inf)", "host reads per epoch"]),
+      "FusedAdamW step skips non-finite steps itself (found_inf)", "host reads per epoch",
+      "system malloc (config)"]),
 ], ids=["plain", "asked-for-everything"])
 def test_the_trainer_logs_its_fast_paths_and_why_once(caplog, config, optimizer, expected):
     model = nn.Linear(3, 1)

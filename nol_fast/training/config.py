@@ -79,6 +79,11 @@ class TrainingConfig:
         Autocast dtype under ``mixed_precision``: ``'bfloat16'`` or ``'float16'`` (with a
         GradScaler); ``None`` (default) picks bfloat16 where the device computes in it
         natively, else float16 on CUDA and float32 on the CPU.
+    tune_cpu_malloc
+        On CPU devices, let glibc malloc keep freed memory for the next step instead of
+        returning it to the kernel (:mod:`nol_fast.training.cpu_memory`): a step then takes no
+        page faults for its activations (about 15% of an FNO step on the CPU). Process-wide,
+        for the rest of the process.
     sync_frequency
         Deprecated name of ``log_frequency``.
     """
@@ -106,6 +111,7 @@ class TrainingConfig:
     compile: str = "off"
     cuda_graphs: bool = False
     amp_dtype: str | None = None
+    tune_cpu_malloc: bool = True
     sync_frequency: int | None = None  # deprecated: log_frequency
 
     def __post_init__(self) -> None:
@@ -140,6 +146,9 @@ class TrainingConfig:
         self.compile = _compile_mode(self.compile)
         if not isinstance(self.cuda_graphs, bool):
             raise ValueError(f"cuda_graphs must be True or False, got {self.cuda_graphs!r}")
+        if not isinstance(self.tune_cpu_malloc, bool):
+            raise ValueError(f"tune_cpu_malloc must be True or False, got "
+                             f"{self.tune_cpu_malloc!r}")
         self.amp_dtype = _amp_dtype(self.amp_dtype)
         if self.amp_dtype is not None and not self.mixed_precision:
             raise ValueError(

@@ -13,7 +13,9 @@ so that a run says what it is actually doing:
   optimizer (:func:`~nol_fast.training.graphs.make_capturable`). Under the step's own graphs
   ``'reduce-overhead'`` compiles as ``'default'``, since its graphs would nest in them;
 - the optimizer step: skipped through ``found_inf`` by fused optimizers, masked otherwise
-  (:mod:`nol_fast.training.step`).
+  (:mod:`nol_fast.training.step`);
+- CPU memory: on CPU devices glibc malloc keeps freed memory for the next step
+  (:mod:`nol_fast.training.cpu_memory`), unless ``tune_cpu_malloc`` is False.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import torch
 from torch import nn
 
 from nol_fast.training.config import TrainingConfig
+from nol_fast.training.cpu_memory import keep_freed_memory
 from nol_fast.training.graphs import make_capturable
 from nol_fast.training.precision import choose_autocast
 from nol_fast.training.step import takes_found_inf
@@ -50,6 +53,8 @@ class FastPaths:
         Why, for ``'precision'``, ``'compile'`` and ``'cuda_graphs'``.
     found_inf
         Whether the optimizer skips a non-finite step itself (else the step is masked).
+    cpu_malloc
+        How CPU memory is allocated, for the log; ``None`` on other devices.
     """
 
     amp_dtype: torch.dtype | None
@@ -57,6 +62,7 @@ class FastPaths:
     cuda_graphs: bool
     reasons: dict[str, str]
     found_inf: bool
+    cpu_malloc: str | None = None
 
     def describe(self, optimizer: torch.optim.Optimizer, log_frequency: int) -> str:
         """One line: every choice and its reason."""
@@ -69,7 +75,8 @@ class FastPaths:
                 f"compile {self.compile_mode or 'off'} ({self.reasons['compile']}); "
                 f"CUDA graphs {'on' if self.cuda_graphs else 'off'} "
                 f"({self.reasons['cuda_graphs']}); {type(optimizer).__name__} step {step}; "
-                f"host reads {reads}")
+                f"host reads {reads}"
+                + (f"; {self.cpu_malloc}" if self.cpu_malloc else ""))
 
 
 def unwrap_compiled(model: nn.Module) -> tuple[nn.Module, bool]:
@@ -105,7 +112,8 @@ def choose_fast_paths(
     optimizer: torch.optim.Optimizer,
     model_was_compiled: bool = False,
 ) -> FastPaths:
-    """Decide the fast paths (see the module doc); makes the optimizer capturable for graphs."""
+    """Decide the fast paths (see the module doc); makes the optimizer capturable for graphs
+    and, on the CPU, tunes malloc."""
     amp_dtype, precision_reason = choose_autocast(device, config.mixed_precision,
                                                   config.amp_dtype)
     graphs, graphs_reason = _graphs(config, device, optimizer)
@@ -119,7 +127,11 @@ def choose_fast_paths(
         mode, compile_reason = "default", "reduce-overhead's graphs would nest in the step's"
     reasons = {"precision": precision_reason, "compile": compile_reason,
                "cuda_graphs": graphs_reason}
-    return FastPaths(amp_dtype, mode, graphs, reasons, takes_found_inf(optimizer))
+    cpu_malloc = None
+    if device.type == "cpu":
+        cpu_malloc = (keep_freed_memory() if config.tune_cpu_malloc
+                      else "system malloc (config)")
+    return FastPaths(amp_dtype, mode, graphs, reasons, takes_found_inf(optimizer), cpu_malloc)
 
 
 def _graphs(config: TrainingConfig, device: torch.device,
