@@ -25,8 +25,6 @@ from nol_fast.bench.e2e import (
     NEURALOP_LOOP,
     SETUPS,
     STEPS_PER_EPOCH,
-    WORKSPACE,
-    OursTrainer,
     candidates,
     guard_losses,
     make_batches,
@@ -61,9 +59,8 @@ def test_training_step(benchmark, guard, setup: str, candidate: str) -> None:
     benchmark.pedantic(run.epoch, rounds=5, warmup_rounds=1)
     loss, dtype = guard[setup][candidate]
     reference = guard[setup][NEURALOP_LOOP][0]
-    workspace = WORKSPACE.nbytes() / 2 ** 20 if isinstance(run, OursTrainer) else 0.0
     benchmark.extra_info.update(
         steps_per_round=STEPS_PER_EPOCH, dtype=str(dtype),
-        peak_mib=round(peak_memory_mb(run.epoch, DEVICE) + workspace, 1),
+        peak_mib=round(peak_memory_mb(run.epoch, DEVICE), 1),
         guard_relative_difference=loss / reference - 1)
     assert abs(loss - reference) <= GUARD_TOLERANCE[dtype] * abs(reference)

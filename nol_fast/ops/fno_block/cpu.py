@@ -32,7 +32,7 @@ from nol_fast.ops.pointwise.cpu import linear_rows, weight_grad
 from nol_fast.ops.pointwise.epilogue import epilogue_backward, epilogue_forward
 from nol_fast.ops.spectral_conv import cpu as spectral
 from nol_fast.ops.spectral_conv.modes import mode_index
-from nol_fast.ops.workspace import WORKSPACE
+from nol_fast.ops.workspace import Workspace
 
 
 @functools.lru_cache(maxsize=32)
@@ -112,10 +112,12 @@ def cpu_fno_block_backward(
     g = grad_out.reshape(-1, channels)
     dtype, wide = g.dtype, g.shape
 
+    workspace = Workspace()
+
     def scratch(name: str, shape: tuple[int, int]) -> torch.Tensor:
         # the gradients between the block's layers live only in this call: two buffers, one
         # as wide as the block and one as wide as its MLP, each reused as soon as it is read
-        return WORKSPACE.take(f"fno_block.{name}", shape, dtype)
+        return workspace.take(name, shape, dtype)
 
     grads = BlockParams(None, None)  # type: ignore[arg-type]
     grad_x = None

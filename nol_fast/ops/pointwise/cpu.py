@@ -5,7 +5,8 @@ In channels-last layout ``(..., channels)`` a pointwise layer is one plain GEMM 
 activation follow in one pass (:func:`~nol_fast.ops.pointwise.epilogue.epilogue_forward`); in
 the backward pass one pass recomputes a hidden layer's activation and derivative, one more gives
 its gradient and the layer's bias gradient, and the weight gradient is one GEMM
-``grad^T @ input`` over all rows. Temporaries live in :data:`~nol_fast.ops.workspace.WORKSPACE`.
+``grad^T @ input`` over all rows. Temporaries live in a
+:class:`~nol_fast.ops.workspace.Workspace` of the call.
 
 Activations are stored in the compute dtype (float32, or bfloat16 under autocast); the weights
 are cast to it for the GEMMs, which accumulate in float32, and weight gradients come back as
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 import torch
 
 from nol_fast.ops.pointwise.epilogue import GRAD_DTYPES, epilogue_backward, epilogue_forward
-from nol_fast.ops.workspace import WORKSPACE
+from nol_fast.ops.workspace import Workspace
 
 
 def linear_rows(rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -78,6 +79,7 @@ def cpu_channel_mlp(
     pres = [x_rows.new_empty((n, w.shape[0])) for w in weights[:-1]]
     out = x_rows.new_empty((n, weights[-1].shape[0]))
     width = max(w.shape[0] for w in weights)
+    workspace = Workspace()
     for part in chunks(n, width):
         h = x_rows[part]
         for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
@@ -87,7 +89,7 @@ def cpu_channel_mlp(
                 epilogue_forward(y, b, "none")
             else:
                 h = epilogue_forward(y, b, activation, keep="pre",
-                                     out=WORKSPACE.take(f"mlp.hidden{i % 2}", y.shape, dtype))[1]
+                                     out=workspace.take(f"hidden{i % 2}", y.shape, dtype))[1]
     return out.view(*x.shape[:-1], out.shape[-1]), pres
 
 
@@ -110,6 +112,7 @@ def cpu_channel_mlp_backward(
     grad_x = torch.empty_like(x_rows) if needs_input_grad else None
     zeros = [torch.zeros_like(b) for b in biases[:-1]]
     width = max(w.shape[0] for w in weights)
+    workspace = Workspace()
     for part in chunks(n, width):
         g, bias_sum, _, _ = epilogue_backward(g_rows[part])
         grad_b[-1] += bias_sum
@@ -123,11 +126,11 @@ def cpu_channel_mlp_backward(
             pre = pres[i - 1][part]
             act_grad, inputs = epilogue_forward(
                 pre, zeros[i - 1], activation,
-                out=WORKSPACE.take("mlp.hidden0", pre.shape, dtype),
-                act_grad=WORKSPACE.take("mlp.act_grad", pre.shape, GRAD_DTYPES[dtype]))
+                out=workspace.take("hidden", pre.shape, dtype),
+                act_grad=workspace.take("act_grad", pre.shape, GRAD_DTYPES[dtype]))
             grad_w[i] += weight_grad(g, inputs, weights[i])
             grad_in = torch.mm(g, weights[i].to(dtype),
-                               out=WORKSPACE.take(f"mlp.grad{i % 2}", pre.shape, dtype))
+                               out=workspace.take(f"grad{i % 2}", pre.shape, dtype))
             # in place: the gradient of the pre-activation replaces that of the activation
             g, bias_sum, _, _ = epilogue_backward(grad_in, act_grad, grad_pre_out=grad_in)
             grad_b[i - 1] += bias_sum
