@@ -31,7 +31,7 @@ from nol_fast.bench.e2e import (
     neuralop_missing,
     peak_memory_mb,
 )
-from nol_fast.training.cpu_memory import keep_freed_memory
+from nol_fast.bench.timing import trainer_allocator
 
 DEVICE = torch.device("cpu")
 
@@ -40,7 +40,7 @@ DEVICE = torch.device("cpu")
 @pytest.fixture(scope="module")
 def guard():
     """Each candidate's loss after the guard epoch, per setup, computed once."""
-    keep_freed_memory()  # as nol_fast's Trainer does: the same allocator for every candidate
+    trainer_allocator(DEVICE)  # the same allocator for every candidate, built in any order
     return {name: guard_losses(candidates(setup, make_batches(setup, GUARD_STEPS, seed=1),
                                           DEVICE))
             for name, setup in SETUPS.items()}

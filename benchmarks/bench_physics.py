@@ -15,9 +15,10 @@ import pytest
 import torch
 
 from nol_fast.bench.physics import IMPLEMENTATIONS, RESIDUALS, residual_functions, sample_fields
-from nol_fast.bench.timing import synchronized
+from nol_fast.bench.timing import synchronized, trainer_allocator
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+trainer_allocator(DEVICE)  # both implementations on the allocator the Trainer trains with
 STEPS = ("forward", "backward", "forward+backward")
 
 

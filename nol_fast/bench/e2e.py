@@ -28,11 +28,9 @@ bought with wrong answers: from the same initial weights every candidate also tr
 :data:`GUARD_TOLERANCE` (looser for reduced precision). ``benchmarks/bench_e2e.py`` times the
 same candidates with pytest-benchmark; :func:`to_json` keeps results for tracking.
 
-On the CPU nol_fast's Trainer tunes glibc malloc for the whole process
-(:mod:`nol_fast.training.cpu_memory`), which spares the baselines' steps their page faults
-too. The benchmark applies it before any candidate runs, so that every candidate is timed
-with the same allocator: the ratios compare the steps alone, and run alone a neuraloperator
-step is slower than the table says.
+On the CPU every candidate runs on the allocator of nol_fast's Trainer, set up before any of
+them (:func:`~nol_fast.bench.timing.trainer_allocator`): it spares the baselines' steps their
+page faults too, so run alone a neuraloperator step is slower than the table says.
 """
 
 from __future__ import annotations
@@ -52,10 +50,9 @@ from torch.nn import functional as F
 from torch.profiler import ProfilerActivity, profile
 
 from nol_fast import __version__
-from nol_fast.bench.timing import interleaved_medians
+from nol_fast.bench.timing import interleaved_medians, trainer_allocator
 from nol_fast.models import FNO
 from nol_fast.training import Trainer, TrainingConfig
-from nol_fast.training.cpu_memory import keep_freed_memory
 
 LR, WEIGHT_DECAY = 1e-3, 1e-4
 STEPS_PER_EPOCH = 4
@@ -346,8 +343,7 @@ def run_setup(name: str, device: torch.device, repeat: int = 5,
         # Each setup compiles afresh: its shapes stay static, and the graphs of all setups
         # do not add up to dynamo's recompile limit (past it, steps silently run eagerly).
         torch._dynamo.reset()
-    if device.type == "cpu":
-        keep_freed_memory()  # as the Trainer does: the same allocator for every candidate
+    trainer_allocator(device)
     timed = candidates(setup, make_batches(setup, steps_per_epoch), device, variants=variants)
     runs = {key: factory() for key, factory in timed.items()}
     medians = interleaved_medians({key: run.epoch for key, run in runs.items()}, device,
@@ -395,7 +391,7 @@ def to_json(results: Sequence[Result], repeat: int, device: torch.device,
         "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
                         else platform.processor()),
         "threads": torch.get_num_threads(),
-        "cpu_malloc": keep_freed_memory() if device.type == "cpu" else None,
+        "allocator": trainer_allocator(device).removeprefix(", "),
         "repeat": repeat,
         "steps_per_epoch": STEPS_PER_EPOCH,
         "variants": list(variants),
@@ -425,7 +421,7 @@ def run(setups: Sequence[str], device: torch.device, repeat: int = 5,
     described = "; ".join(f"{name}: {SETUPS[name].describe()}" for name in setups)
     failed = [f"{r.setup}/{r.candidate}" for r in results if not r.guard_ok]
     footer = f"\naccuracy guard FAILED for: {', '.join(failed)}" if failed else ""
-    malloc = f", {keep_freed_memory()}" if device.type == "cpu" else ""
-    return (f"training step on {device} ({torch.get_num_threads()} CPU threads{malloc}), median of "
+    return (f"training step on {device} ({torch.get_num_threads()} CPU threads"
+            f"{trainer_allocator(device)}), median of "
             f"{repeat} interleaved rounds of {STEPS_PER_EPOCH} steps; {described}\n"
             f"{format_table(results)}{footer}")

@@ -13,7 +13,9 @@ forward+backward, in interleaved rounds (:mod:`nol_fast.bench.timing`). A ``floo
 residual times what the fused path cannot avoid: for Navier–Stokes its transforms alone (three
 forward and three inverse units each way), for Darcy one elementwise pass over the tensors each
 direction reads and writes (forward: u and a in, r out; backward: r, u and a in, the two
-gradients out). ``benchmarks/bench_physics.py`` times the same steps with pytest-benchmark.
+gradients out). On the CPU both run on the allocator of nol_fast's Trainer, where the loss
+trains (:func:`~nol_fast.bench.timing.trainer_allocator`). ``benchmarks/bench_physics.py``
+times the same steps with pytest-benchmark.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nol_fast.bench.timing import CLOCKS, interleaved_medians
+from nol_fast.bench.timing import CLOCKS, interleaved_medians, trainer_allocator
 from nol_fast.data.navier_stokes import kolmogorov_forcing
 from nol_fast.physics.grid import Grid
 from nol_fast.physics.pde_residual import PDEResidual
@@ -176,9 +178,10 @@ def run(residuals: Sequence[str], device: torch.device, repeat: int = 20,
     unknown = [r for r in residuals if r not in RESIDUALS]
     if unknown:
         raise ValueError(f"unknown residual(s) {unknown}; choose from: {', '.join(RESIDUALS)}")
+    allocator = trainer_allocator(device)
     timings = [t for r in residuals for t in time_residual(r, device, repeat, clock=clock)]
     shape = "x".join(map(str, SHAPE))
-    return (f"physics residuals on {device} ({torch.get_num_threads()} threads), median of "
-            f"{repeat} ({clock} clock); fields {shape}, Navier-Stokes with {HISTORY} history "
-            f"records\n"
+    return (f"physics residuals on {device} ({torch.get_num_threads()} threads{allocator}), "
+            f"median of {repeat} ({clock} clock); fields {shape}, Navier-Stokes with {HISTORY} "
+            f"history records\n"
             f"{format_table(timings)}")

@@ -1,10 +1,11 @@
-"""Wall-clock timing shared by the benchmarks: synchronised steps, interleaved rounds, medians.
+"""Timing shared by the benchmarks: synchronised steps, interleaved rounds, medians, allocator.
 
 CUDA kernels run asynchronously, so a step is timed between two device synchronisations;
 otherwise the clock would stop when the launches are queued, not when the work is done.
 Candidates are timed in interleaved rounds (each round runs every candidate once) rather than
 one after the other, so that load from elsewhere on a shared machine, clock changes and cache
-state hit all of them alike, and medians discard the rounds that such load spoils.
+state hit all of them alike, and medians discard the rounds that such load spoils. On the CPU
+every candidate runs on the allocator nol_fast's Trainer sets up (:func:`trainer_allocator`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,23 @@ from typing import TypeVar
 
 import torch
 
+from nol_fast.training.cpu_memory import keep_freed_memory
+
 Key = TypeVar("Key", bound=Hashable)
+
+
+def trainer_allocator(device: torch.device) -> str:
+    """Set up the CPU allocator of nol_fast's Trainer; a phrase for a table's header.
+
+    On CPU devices the Trainer tunes glibc malloc for the whole process
+    (:mod:`nol_fast.training.cpu_memory`), which spares every candidate's page faults, the
+    baselines' too. Benchmarks call this before any candidate runs, so that all of them are
+    timed on the same allocator, whatever order they are built in: the ratios then compare the
+    candidates, not the allocators. Returns ``''`` on other devices.
+    """
+    if device.type != "cpu":
+        return ""
+    return f", {keep_freed_memory()}"
 
 
 def synchronized(step: Callable[[], object], device: torch.device) -> Callable[[], None]:
