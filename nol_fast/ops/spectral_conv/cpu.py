@@ -157,9 +157,11 @@ def _contract(t: torch.Tensor, matrix: torch.Tensor, lead: int, rest: int,
             return matrix @ b
         return out.view(rows, rest).addmm_(matrix, b)
     b = t.reshape(lead, cols, rest)
+    # the matrix broadcast as a stride-0 batch: torch.matmul would copy it lead times first
+    shared = matrix.expand(lead, rows, cols)
     if out is None:
-        return torch.matmul(matrix, b)
-    return out.view(lead, rows, rest).baddbmm_(matrix.expand(lead, rows, cols), b)
+        return torch.bmm(shared, b)
+    return out.view(lead, rows, rest).baddbmm_(shared, b)
 
 
 def _prod(values: Sequence[int]) -> int:
