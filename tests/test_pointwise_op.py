@@ -264,3 +264,17 @@ def test_backends_report_the_fno_layers():
     report = backends()["fno_layers"]
     assert report["cpu"] == {"reference": "available", "cpu": "available"}
     assert report["cuda"]["cpu"] == "unavailable: runs on CPU tensors only"
+
+
+@pytest.mark.parametrize("rows", [100, 2 * 2048, 3 * 2048 + 5, 7 * 2048 + 2047])
+def test_reduce_rows_matches_a_float64_product(rows):
+    # float32 cuts the rows into slices (a batched GEMM and a sum), with a tail of rows left
+    # over; bfloat16 and short inputs take the single GEMM
+    from nol_fast.ops.pointwise.cpu import reduce_rows
+
+    torch.manual_seed(rows)
+    a, b = torch.randn(rows, 5), torch.randn(rows, 7)
+    expected = a.double().T @ b.double()
+    torch.testing.assert_close(reduce_rows(a, b).double(), expected, rtol=1e-5, atol=1e-4)
+    a16, b16 = a.bfloat16(), b.bfloat16()
+    torch.testing.assert_close(reduce_rows(a16, b16), torch.mm(a16.T, b16), rtol=0, atol=0)

@@ -28,6 +28,33 @@ def linear_rows(rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return torch.mm(rows, weight.to(rows.dtype).T)
 
 
+# Rows of one slice of a float32 weight gradient's reduction (see reduce_rows).
+SPLIT_ROWS = 2048
+
+
+def reduce_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a^T @ b`` for ``(rows, m)`` and ``(rows, n)`` matrices with many rows.
+
+    A GEMM whose reduction is its long side (all the grid points) and whose result is tiny
+    runs far below the CPU's GEMM speed. In float32 the rows are cut into slices of about
+    :data:`SPLIT_ROWS`, one batched GEMM gives each slice's product and a sum adds them: a
+    quarter to a third faster on an FNO's weight gradients (``[16, 32 K] @ [32 K, 32]``: 0.38
+    against 0.28 ms, 2 threads). bfloat16 keeps the single GEMM, which accumulates in float32
+    and rounds once; bfloat16 products per slice would each be rounded.
+    """
+    rows = a.shape[0]
+    pieces = rows // SPLIT_ROWS
+    if a.dtype != torch.float32 or pieces < 2:
+        return torch.mm(a.T, b)
+    size = rows // pieces
+    whole = size * pieces
+    product = torch.bmm(a[:whole].reshape(pieces, size, -1).transpose(1, 2),
+                        b[:whole].reshape(pieces, size, -1)).sum(0)
+    if whole < rows:
+        product.addmm_(a[whole:].T, b[whole:])
+    return product
+
+
 def weight_grad(grad_rows: torch.Tensor, input_rows: torch.Tensor, like: torch.Tensor
                 ) -> torch.Tensor:
     """``grad^T @ input`` over all rows, in the dtype and shape of the weight ``like``.
@@ -36,9 +63,9 @@ def weight_grad(grad_rows: torch.Tensor, input_rows: torch.Tensor, like: torch.T
     of its result (lifting 3 -> 64: 0.89 ms as ``(64, 3)``, 0.38 ms as ``(3, 64)``, 32 K rows).
     """
     if grad_rows.shape[1] <= input_rows.shape[1]:
-        grad = torch.mm(grad_rows.T, input_rows)
+        grad = reduce_rows(grad_rows, input_rows)
     else:
-        grad = torch.mm(input_rows.T, grad_rows).T.contiguous()
+        grad = reduce_rows(input_rows, grad_rows).T.contiguous()
     return grad.to(like.dtype).reshape(like.shape)
 
 
