@@ -160,6 +160,8 @@ class DistributedTrainer(Trainer):
         self.preemption_checkpoint = (None if preemption_checkpoint is None
                                       else str(preemption_checkpoint))
         self._owns_process_group = join_process_group(settings, device, timeout)
+        if self._owns_process_group:  # also when this trainer is collected without close()
+            atexit.register(leave_process_group)
         self._control_group: Any = None
         _OPEN_TRAINERS.add(self)
         try:
