@@ -50,7 +50,7 @@ from torch.nn import functional as F
 from torch.profiler import ProfilerActivity, profile
 
 from nol_fast import __version__
-from nol_fast.bench.timing import interleaved_medians, trainer_allocator
+from nol_fast.bench.timing import describe_threads, interleaved_medians, trainer_allocator
 from nol_fast.models import FNO
 from nol_fast.training import Trainer, TrainingConfig
 
@@ -391,7 +391,7 @@ def to_json(results: Sequence[Result], repeat: int, device: torch.device,
         "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
                         else platform.processor()),
         "threads": torch.get_num_threads(),
-        "allocator": trainer_allocator(device).removeprefix(", "),
+        "allocator": trainer_allocator(device),
         "repeat": repeat,
         "steps_per_epoch": STEPS_PER_EPOCH,
         "variants": list(variants),
@@ -421,7 +421,6 @@ def run(setups: Sequence[str], device: torch.device, repeat: int = 5,
     described = "; ".join(f"{name}: {SETUPS[name].describe()}" for name in setups)
     failed = [f"{r.setup}/{r.candidate}" for r in results if not r.guard_ok]
     footer = f"\naccuracy guard FAILED for: {', '.join(failed)}" if failed else ""
-    return (f"training step on {device} ({torch.get_num_threads()} CPU threads"
-            f"{trainer_allocator(device)}), median of "
+    return (f"training step on {device} ({describe_threads(device)}), median of "
             f"{repeat} interleaved rounds of {STEPS_PER_EPOCH} steps; {described}\n"
             f"{format_table(results)}{footer}")

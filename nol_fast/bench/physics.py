@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nol_fast.bench.timing import CLOCKS, interleaved_medians, trainer_allocator
+from nol_fast.bench.timing import CLOCKS, describe_threads, interleaved_medians
 from nol_fast.data.navier_stokes import kolmogorov_forcing
 from nol_fast.physics.grid import Grid
 from nol_fast.physics.pde_residual import PDEResidual
@@ -178,10 +178,10 @@ def run(residuals: Sequence[str], device: torch.device, repeat: int = 20,
     unknown = [r for r in residuals if r not in RESIDUALS]
     if unknown:
         raise ValueError(f"unknown residual(s) {unknown}; choose from: {', '.join(RESIDUALS)}")
-    allocator = trainer_allocator(device)
+    threads = describe_threads(device)  # sets up the allocator before anything runs
     timings = [t for r in residuals for t in time_residual(r, device, repeat, clock=clock)]
     shape = "x".join(map(str, SHAPE))
-    return (f"physics residuals on {device} ({torch.get_num_threads()} threads{allocator}), "
+    return (f"physics residuals on {device} ({threads}), "
             f"median of {repeat} ({clock} clock); fields {shape}, Navier-Stokes with {HISTORY} "
             f"history records\n"
             f"{format_table(timings)}")

@@ -23,7 +23,7 @@ Key = TypeVar("Key", bound=Hashable)
 
 
 def trainer_allocator(device: torch.device) -> str:
-    """Set up the CPU allocator of nol_fast's Trainer; a phrase for a table's header.
+    """Set up the CPU allocator of nol_fast's Trainer; what it is, for a table's header.
 
     On CPU devices the Trainer tunes glibc malloc for the whole process
     (:mod:`nol_fast.training.cpu_memory`), which spares every candidate's page faults, the
@@ -31,9 +31,13 @@ def trainer_allocator(device: torch.device) -> str:
     timed on the same allocator, whatever order they are built in: the ratios then compare the
     candidates, not the allocators. Returns ``''`` on other devices.
     """
-    if device.type != "cpu":
-        return ""
-    return f", {keep_freed_memory()}"
+    return keep_freed_memory() if device.type == "cpu" else ""
+
+
+def describe_threads(device: torch.device) -> str:
+    """``'2 CPU threads'``, with the allocator on CPU devices: the headers' first words."""
+    allocator = trainer_allocator(device)
+    return f"{torch.get_num_threads()} CPU threads" + (f", {allocator}" if allocator else "")
 
 
 def synchronized(step: Callable[[], object], device: torch.device) -> Callable[[], None]:

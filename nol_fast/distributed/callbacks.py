@@ -20,10 +20,8 @@ class DistributedCallbackList(CallbackList):
     run on one process.
     """
 
-    def __init__(self, callbacks: Iterable[TrainingCallback] | None, is_main: bool,
-                 group: Any) -> None:
+    def __init__(self, callbacks: Iterable[TrainingCallback] | None, is_main: bool) -> None:
         super().__init__(callbacks)
-        self.group = group
         self.local = CallbackList(
             [cb for cb in self.callbacks if is_main or not cb.main_process_only]
         )
@@ -33,4 +31,6 @@ class DistributedCallbackList(CallbackList):
         self.local.call(hook, *args)
         if hook == "on_epoch_end":
             trainer = args[0]
-            trainer.stop_training = collectives.any_rank(trainer.stop_training, self.group)
+            # the trainer's control group, looked up per call: holding it here would keep it
+            # alive after DistributedTrainer.close()
+            trainer.stop_training = collectives.any_rank(trainer.stop_training, trainer._control)

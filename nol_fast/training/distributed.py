@@ -197,18 +197,16 @@ class DistributedTrainer(Trainer):
         return, while a gloo worker thread may still hold them: it takes the GIL to free
         them. Should the interpreter be finalizing by then, that thread is stopped inside a
         destructor and the process aborts ("terminate called without an active exception").
-        Releasing every reference to the group here destroys it at once, and its destructor
+        The trainer holds the only reference to the group (everything else looks it up through
+        :attr:`_control`), so releasing it here destroys the group at once, and its destructor
         joins those threads while the interpreter is alive.
         """
         _OPEN_TRAINERS.discard(self)
         control, self._control_group = getattr(self, "_control_group", None), None
-        if isinstance(getattr(self, "callbacks", None), DistributedCallbackList):
-            self.callbacks.group = None
         if control is not None and dist.is_initialized():
             # ValueError: the default group was destroyed (and made anew) meanwhile
             with contextlib.suppress(ValueError):
                 dist.destroy_process_group(control)
-        del control
         if getattr(self, "_owns_process_group", False):
             leave_process_group()
             self._owns_process_group = False
@@ -274,13 +272,16 @@ class DistributedTrainer(Trainer):
 
         Raises
         ------
+        RuntimeError
+            When the trainer is closed (:meth:`close`).
         TrainingPreempted
             When a SIGTERM or SIGUSR1 arrived and ``preemption_checkpoint`` is set: after all
             ranks saved it. Uncaught, it exits the process with status ``128 + signal``.
         """
+        control = self._control  # a closed trainer raises here, before anything runs
         if self.preemption_checkpoint is None:
             return super().train(epochs, callbacks)
-        with PreemptionWatch(self._control) as watch:
+        with PreemptionWatch(control) as watch:
             self._watch = watch
             try:
                 return super().train(epochs, callbacks)
@@ -327,7 +328,7 @@ class DistributedTrainer(Trainer):
 
     # ------------------------------------------------------------------ hooks of the loop
     def _callback_list(self, callbacks: list[TrainingCallback] | None) -> CallbackList:
-        return DistributedCallbackList(callbacks, self.rank == 0, self._control)
+        return DistributedCallbackList(callbacks, self.rank == 0)
 
     def _epoch_batches(self, epoch: int) -> Iterator[tuple[int, Any]]:
         loader = self.train_loader
