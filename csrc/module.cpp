@@ -18,6 +18,7 @@
 #include "darcy_residual.h"
 #include "multi_tensor_optim.h"
 #include "pointwise_epilogue.h"
+#include "row_reduction.h"
 
 #ifdef NOL_FAST_WITH_CUDA
 #include <cuda_runtime_api.h>
@@ -109,6 +110,21 @@ void epilogue_backward(int64_t rows, int64_t cols, int64_t grad_out, int64_t act
                                         static_cast<nol_fast::Storage>(storage)};
   py::gil_scoped_release release;
   nol_fast::epilogue_backward(args, num_threads);
+}
+
+void reduce_rows(int64_t rows, int64_t m, int64_t n, int64_t a, int64_t lda, int64_t b,
+                 int64_t ldb, int64_t out, int storage, int num_threads) {
+  if (storage < 0 || storage > 1) {
+    throw std::invalid_argument("reduce_rows: storage code out of range");
+  }
+  if (rows < 0 || m < 1 || n < 1 || lda < m || ldb < n) {
+    throw std::invalid_argument("reduce_rows: bad shape or row stride");
+  }
+  const nol_fast::RowReduction args{rows,         m, n, pointer<const void>(a), lda,
+                                    pointer<const void>(b), ldb, pointer<float>(out),
+                                    static_cast<nol_fast::Storage>(storage)};
+  py::gil_scoped_release release;
+  nol_fast::reduce_rows(args, num_threads);
 }
 
 nol_fast::DarcyGrid darcy_grid(int64_t planes, int64_t nx, int64_t ny, double hx, double hy,
@@ -240,6 +256,11 @@ PYBIND11_MODULE(_C, m) {
         py::arg("grad_pre"), py::arg("grad_bias"), py::arg("x"), py::arg("gamma"),
         py::arg("grad_gamma"), py::arg("grad_x"), py::arg("accumulate_x"), py::arg("skip"),
         py::arg("storage"), py::arg("num_threads"));
+  m.def("reduce_rows", &reduce_rows,
+        "out = a^T b in float32 for (rows, m) and (rows, n) matrices of float32 or bfloat16 "
+        "(see nol_fast.ops.pointwise.row_reduction).",
+        py::arg("rows"), py::arg("m"), py::arg("n"), py::arg("a"), py::arg("lda"), py::arg("b"),
+        py::arg("ldb"), py::arg("out"), py::arg("storage"), py::arg("num_threads"));
   m.def("darcy_residual_forward_cpu", &darcy_residual_forward_cpu,
         "The Darcy residual -div(a grad u) - f on 2-D planes and its mean square (see "
         "nol_fast.ops.darcy_residual.cpu).",

@@ -2,22 +2,10 @@
 // loops, and the choice of the AVX-512 ones on CPUs that have it.
 #include "pointwise_epilogue.h"
 
+#include "cpu_kernel_common.h"
 #include "pointwise_epilogue_kernel.h"
 
 namespace nol_fast {
-namespace {
-
-bool cpu_has_avx512() {
-#if defined(__GNUC__) && defined(__x86_64__)
-  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                          __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
-  return has;
-#else
-  return false;
-#endif
-}
-
-}  // namespace
 
 void epilogue_forward(const EpilogueForward& args, int num_threads) {
 #if defined(__GNUC__) && defined(__x86_64__)

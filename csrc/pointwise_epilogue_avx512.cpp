@@ -14,7 +14,7 @@
 #if defined(__GNUC__) && defined(__x86_64__)
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,fma,prefer-vector-width=512")
-#define NOL_FAST_EPILOGUE_FMA 1
+#define NOL_FAST_KERNEL_FMA 1
 #include "pointwise_epilogue_kernel.h"
 
 namespace nol_fast {

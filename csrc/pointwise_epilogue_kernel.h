@@ -17,38 +17,11 @@
 #include <type_traits>
 #include <vector>
 
+#include "cpu_kernel_common.h"
 #include "pointwise_epilogue.h"
 
 namespace nol_fast {
 namespace {
-
-using bf16 = uint16_t;
-
-inline float madd_plain(float a, float b, float c) { return a * b + c; }
-
-inline float to_float(float v) { return v; }
-inline float to_float(bf16 v) {
-  const uint32_t bits = static_cast<uint32_t>(v) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
-
-template <typename T>
-inline T from_float(float v);
-template <>
-inline float from_float<float>(float v) {
-  return v;
-}
-// Round to nearest even, as torch's float -> bfloat16 conversion; NaN stays a (quiet) NaN.
-template <>
-inline bf16 from_float<bf16>(float v) {
-  uint32_t bits;
-  std::memcpy(&bits, &v, sizeof bits);
-  const uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
-  const uint32_t quiet = (bits >> 16) | 0x40u;
-  return static_cast<bf16>((bits & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
-}
 
 // An activation's derivative kept next to bfloat16 activations, as 16-bit fixed point on
 // [-0.25, 1.25] (step 2.3e-5): every activation here has its derivative in that range (GELU's
@@ -95,16 +68,6 @@ template <>
 struct GradStorage<bf16> {
   using type = Q16;
 };
-
-// a * b + c, fused where the translation unit targets FMA (the AVX-512 one): the polynomials
-// below then take half the instructions.
-inline float madd(float a, float b, float c) {
-#ifdef NOL_FAST_EPILOGUE_FMA
-  return __builtin_fmaf(a, b, c);
-#else
-  return a * b + c;
-#endif
-}
 
 // exp(x) for float32 within about 2 ulp: x = n ln2 + r with |r| <= ln2 / 2, exp(r) by its
 // Taylor series to degree 7 (truncation error below 6e-9), times 2^n built in the exponent

@@ -266,15 +266,46 @@ def test_backends_report_the_fno_layers():
     assert report["cuda"]["cpu"] == "unavailable: runs on CPU tensors only"
 
 
-@pytest.mark.parametrize("rows", [100, 2 * 2048, 3 * 2048 + 5, 7 * 2048 + 2047])
-def test_reduce_rows_matches_a_float64_product(rows):
-    # float32 cuts the rows into slices (a batched GEMM and a sum), with a tail of rows left
-    # over; bfloat16 and short inputs take the single GEMM
-    from nol_fast.ops.pointwise.cpu import reduce_rows
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(("rows", "m", "n"), [
+    (0, 3, 5), (1, 1, 1), (3, 9, 33), (300, 5, 7), (4099, 16, 32), (2 * 4096 + 77, 3, 64),
+    (1000, 64, 40),
+])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_reduce_rows_matches_a_float64_product(rows, m, n, dtype, threads):
+    # odd shapes: result blocks of the kernel (8 x 32) and its tiles of rows (128) cut short,
+    # fewer rows than threads, no rows; the sums are float32, so bfloat16 operands give their
+    # exact product to float32 accuracy, far closer than torch's bfloat16 GEMM
+    from nol_fast.ops.pointwise.row_reduction import reduce_rows
 
-    torch.manual_seed(rows)
-    a, b = torch.randn(rows, 5), torch.randn(rows, 7)
-    expected = a.double().T @ b.double()
-    torch.testing.assert_close(reduce_rows(a, b).double(), expected, rtol=1e-5, atol=1e-4)
-    a16, b16 = a.bfloat16(), b.bfloat16()
-    torch.testing.assert_close(reduce_rows(a16, b16), torch.mm(a16.T, b16), rtol=0, atol=0)
+    torch.manual_seed(rows + m + n)
+    a, b = torch.randn(rows, m).to(dtype), torch.randn(rows, n).to(dtype)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = reduce_rows(a, b)
+        # rows further apart than their length (the kernel's row strides), and columns
+        # further apart than one element (copied first)
+        strided = reduce_rows(torch.cat((a, a), 1)[:, :m],
+                              torch.stack((b, b), -1).flatten(1)[:, ::2])
+    finally:
+        torch.set_num_threads(previous)
+    exact = a.double().T @ b.double()
+    scale = a.double().abs().T @ b.double().abs()
+    assert got.dtype == torch.float32 and got.shape == (m, n)
+    assert ((got.double() - exact).abs() <= 1e-5 * scale + 1e-30).all()
+    torch.testing.assert_close(strided, got, rtol=0, atol=0)
+    if dtype == torch.bfloat16 and rows > 100:
+        torch_error = (torch.mm(a.T, b).double() - exact).abs().max()
+        assert (got.double() - exact).abs().max() < torch_error
+
+
+def test_reduce_rows_rejects_what_the_kernel_does_not_take():
+    from nol_fast.ops.pointwise.row_reduction import reduce_rows
+
+    with pytest.raises(ValueError, match="float32 or bfloat16"):
+        reduce_rows(torch.randn(4, 2).double(), torch.randn(4, 3).double())
+    with pytest.raises(ValueError, match="float32 or bfloat16"):
+        reduce_rows(torch.randn(4, 2), torch.randn(4, 3).bfloat16())
+    with pytest.raises(ValueError, match=r"\(rows, m\)"):
+        reduce_rows(torch.randn(4, 2), torch.randn(5, 3))

@@ -9,8 +9,8 @@ its gradient and the layer's bias gradient, and the weight gradient is one GEMM
 :class:`~nol_fast.ops.workspace.Workspace` of the call.
 
 Activations are stored in the compute dtype (float32, or bfloat16 under autocast); the weights
-are cast to it for the GEMMs, which accumulate in float32, and weight gradients come back as
-float32.
+are cast to it for the GEMMs, which accumulate in float32, and weight gradients are computed
+and returned in float32.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import torch
 
 from nol_fast.ops.pointwise.epilogue import GRAD_DTYPES, epilogue_backward, epilogue_forward
+from nol_fast.ops.pointwise.row_reduction import reduce_rows
 from nol_fast.ops.workspace import Workspace
 
 
@@ -28,39 +29,13 @@ def linear_rows(rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return torch.mm(rows, weight.to(rows.dtype).T)
 
 
-# Rows of one slice of a float32 weight gradient's reduction (see reduce_rows).
-SPLIT_ROWS = 2048
-
-
-def reduce_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a^T @ b`` for ``(rows, m)`` and ``(rows, n)`` matrices with many rows.
-
-    A GEMM whose reduction is its long side (all the grid points) and whose result is tiny
-    runs far below the CPU's GEMM speed. In float32 the rows are cut into slices of about
-    :data:`SPLIT_ROWS`, one batched GEMM gives each slice's product and a sum adds them: a
-    quarter to a third faster on an FNO's weight gradients (``[16, 32 K] @ [32 K, 32]``: 0.38
-    against 0.28 ms, 2 threads). bfloat16 keeps the single GEMM, which accumulates in float32
-    and rounds once; bfloat16 products per slice would each be rounded.
-    """
-    rows = a.shape[0]
-    pieces = rows // SPLIT_ROWS
-    if a.dtype != torch.float32 or pieces < 2:
-        return torch.mm(a.T, b)
-    size = rows // pieces
-    whole = size * pieces
-    product = torch.bmm(a[:whole].reshape(pieces, size, -1).transpose(1, 2),
-                        b[:whole].reshape(pieces, size, -1)).sum(0)
-    if whole < rows:
-        product.addmm_(a[whole:].T, b[whole:])
-    return product
-
-
 def weight_grad(grad_rows: torch.Tensor, input_rows: torch.Tensor, like: torch.Tensor
                 ) -> torch.Tensor:
     """``grad^T @ input`` over all rows, in the dtype and shape of the weight ``like``.
 
-    The GEMM reduces over every grid point; it runs faster with the narrower side as the rows
-    of its result (lifting 3 -> 64: 0.89 ms as ``(64, 3)``, 0.38 ms as ``(3, 64)``, 32 K rows).
+    The reduction over every grid point runs in float32 (:func:`reduce_rows`), with the
+    narrower side as the rows of its result: the kernel pads rows of the result to blocks of
+    8 and columns to blocks of 32.
     """
     if grad_rows.shape[1] <= input_rows.shape[1]:
         grad = reduce_rows(grad_rows, input_rows)
