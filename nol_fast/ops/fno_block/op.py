@@ -41,7 +41,8 @@ def _spec(n_modes: list[int], fno_skip: str, mlp_skip: str, activation: str,
 @torch.library.custom_op("nol_fast::fno_block", mutates_args=(), device_types="cpu")
 def _fno_block(x: torch.Tensor, params: list[torch.Tensor], n_modes: list[int], fno_skip: str,
                mlp_skip: str, activation: str, use_mlp: bool) -> list[torch.Tensor]:
-    # x: (batch, *grid, channels) -> [out, grad1, a1, grad_hidden, hidden, grad2, x_modes]
+    # x: (batch, *grid, channels)
+    #   -> [out, grad1, a1, grad_hidden, hidden, grad2, x_modes, w_modes]
     spec = _spec(n_modes, fno_skip, mlp_skip, activation, use_mlp)
     with torch.autocast("cpu", enabled=False):
         return cpu.cpu_fno_block(x, unpack(params, spec), spec)
@@ -66,7 +67,8 @@ def _(x, params, n_modes, fno_skip, mlp_skip, activation, use_mlp):
             maybe((rows, channels), use_mlp),
             maybe((rows, width), use_mlp, grad=True), maybe((rows, width), use_mlp),
             maybe((rows, channels), activated, grad=True),
-            x.new_empty((n_kept, x.shape[0], channels, 2), dtype=real)]
+            x.new_empty((n_kept, x.shape[0], channels, 2), dtype=real),
+            x.new_empty((n_kept, channels, channels, 2), dtype=real)]
 
 
 @torch.library.custom_op("nol_fast::fno_block_backward", mutates_args=(), device_types="cpu")

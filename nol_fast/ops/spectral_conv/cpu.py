@@ -254,11 +254,13 @@ def weight_grad(grad_modes: torch.Tensor, index: ModeIndex, weight_shape: Sequen
 def forward_modes(
     x: torch.Tensor, weight: torch.Tensor, index: ModeIndex, out_grid: Sequence[int],
     channels_last: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(y, x_modes)`` in either layout; ``x_modes`` is ``(modes, batch, in)`` complex.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(y, x_modes, w_modes)`` in either layout.
 
-    ``x`` may be float32, float64 or bfloat16; the channel mixing runs in (at least) float32
-    complex and ``y`` has the dtype of ``x``.
+    ``x_modes`` is ``(modes, batch, in)`` complex; ``w_modes`` is the weight in the layout of
+    the mixing (:func:`weight_modes`), which :func:`backward_modes` can take instead of
+    gathering it again. ``x`` may be float32, float64 or bfloat16; the channel mixing runs in
+    (at least) float32 complex and ``y`` has the dtype of ``x``.
     """
     batch = x.shape[0]
     in_grid = x.shape[1:-1] if channels_last else x.shape[2:]
@@ -270,17 +272,18 @@ def forward_modes(
     z = torch.bmm(x_modes.to(w.dtype), w)  # (modes, batch, out)
     y = synthesis(from_modes(z, channels_last, x.dtype), plan, channels_last, batch,
                   weight.shape[1])
-    return y, x_modes
+    return y, x_modes, w
 
 
 def backward_modes(
     grad_y: torch.Tensor, x_modes: torch.Tensor, weight: torch.Tensor, index: ModeIndex,
     in_grid: Sequence[int], channels_last: bool, grad_x: torch.Tensor | None = None,
+    w_modes: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients ``(grad_x, grad_weight)`` of :func:`forward_modes`.
 
     With ``grad_x`` given (the layout and dtype of the input), the input gradient is added
-    into it and returned.
+    into it and returned. ``w_modes`` is the forward pass's, if it was kept.
     """
     batch = grad_y.shape[0]
     out_grid = grad_y.shape[1:-1] if channels_last else grad_y.shape[2:]
@@ -290,7 +293,7 @@ def backward_modes(
     g = to_modes(synthesis_adjoint(grad_y, plan, channels_last), batch, out_channels, n_kept,
                  channels_last).to(weight.dtype)
     # g: (modes, batch, out)
-    w = weight_modes(weight, index)
+    w = weight_modes(weight, index) if w_modes is None else w_modes
     grad_x_modes = torch.bmm(g, w.conj().transpose(1, 2))
     grad_w = torch.bmm(x_modes.to(weight.dtype).conj().transpose(1, 2), g)
     grad_x = analysis_adjoint(from_modes(grad_x_modes, channels_last, grad_y.dtype), plan,
@@ -312,7 +315,7 @@ def cpu_forward(
     >>> y.shape, x_modes.shape
     (torch.Size([2, 4, 16, 16]), torch.Size([2, 3, 6, 4]))
     """
-    y, x_modes = forward_modes(x.contiguous(), weight, index, out_grid, channels_last=False)
+    y, x_modes, _ = forward_modes(x.contiguous(), weight, index, out_grid, channels_last=False)
     # x_modes: (modes, batch, in) -> (batch, in, *kept)
     return y, x_modes.permute(1, 2, 0).reshape(*x_modes.shape[1:], *index.kept)
 

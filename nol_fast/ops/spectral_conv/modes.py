@@ -185,7 +185,14 @@ def gather_modes(t: torch.Tensor, index: Sequence[Sequence[int]], n_last: int) -
 def scatter_modes(
     block: torch.Tensor, index: Sequence[Sequence[int]], n_last: int, spec: Sequence[int]
 ) -> torch.Tensor:
-    """Inverse of :func:`gather_modes`: ``(a, b, *kept) -> (a, b, *spec)``, zero elsewhere."""
+    """Inverse of :func:`gather_modes`: ``(a, b, *kept) -> (a, b, *spec)``, zero elsewhere.
+
+    A block that fills all of ``spec`` (a weight with exactly the kept modes) is returned
+    as it is, not copied into zeros.
+    """
+    where = _block(_key(index), n_last, tuple(spec), block.device)
+    if where == (..., slice(0, spec[-1])) and tuple(block.shape[2:]) == tuple(spec):
+        return block
     out = block.new_zeros((*block.shape[:2], *spec))
-    out[_block(_key(index), n_last, tuple(spec), block.device)] = block
+    out[where] = block
     return out
