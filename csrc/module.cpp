@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "channel_mlp.h"
 #include "darcy_residual.h"
 #include "multi_tensor_optim.h"
 #include "pointwise_epilogue.h"
@@ -68,7 +69,7 @@ void check_codes(int act, int skip, int storage, const char* name) {
 }
 
 void epilogue_forward(int64_t rows, int64_t cols, int64_t y, int64_t bias, int64_t x,
-                      int64_t gamma, int64_t act_grad, int64_t pre, int64_t out, int act,
+                      int64_t gamma, int64_t act_grad, int64_t out, int act,
                       int skip, int storage, int num_threads) {
   check_codes(act, skip, storage, "epilogue_forward");
   if (act == 0 && act_grad != 0) {
@@ -81,7 +82,6 @@ void epilogue_forward(int64_t rows, int64_t cols, int64_t y, int64_t bias, int64
                                        pointer<const void>(x),
                                        pointer<const float>(gamma),
                                        pointer<void>(act_grad),
-                                       pointer<void>(pre),
                                        pointer<void>(out),
                                        static_cast<nol_fast::Activation>(act),
                                        static_cast<nol_fast::SkipKind>(skip),
@@ -110,6 +110,80 @@ void epilogue_backward(int64_t rows, int64_t cols, int64_t grad_out, int64_t act
                                         static_cast<nol_fast::Storage>(storage)};
   py::gil_scoped_release release;
   nol_fast::epilogue_backward(args, num_threads);
+}
+
+// The pointer tables of a channel MLP call, kept alive for the call.
+struct MlpTables {
+  std::vector<const float*> weights, biases;
+  std::vector<void*> pres;
+  std::vector<float*> grad_weights, grad_biases;
+};
+
+nol_fast::ChannelMlp channel_mlp_args(const std::vector<int64_t>& widths, int64_t rows, int64_t x,
+                                      const std::vector<int64_t>& weights,
+                                      const std::vector<int64_t>& biases,
+                                      const std::vector<int64_t>& pres, int act, int storage,
+                                      MlpTables& tables, const char* name) {
+  check_codes(act, 0, storage, name);
+  const size_t layers = weights.size();
+  if (layers < 1 || widths.size() != layers + 1 || biases.size() != layers ||
+      pres.size() != layers - 1) {
+    throw std::invalid_argument(std::string(name) + ": need layers + 1 widths, one weight and "
+                                "bias per layer and one pre-activation per hidden layer");
+  }
+  for (int64_t w : widths) {
+    if (w < 1) throw std::invalid_argument(std::string(name) + ": widths must be positive");
+  }
+  for (size_t l = 0; l < layers; ++l) {
+    tables.weights.push_back(pointer<const float>(weights[l]));
+    tables.biases.push_back(pointer<const float>(biases[l]));
+  }
+  for (int64_t p : pres) tables.pres.push_back(pointer<void>(p));
+  nol_fast::ChannelMlp args{};
+  args.rows = rows;
+  args.layers = static_cast<int64_t>(layers);
+  args.widths = widths.data();
+  args.x = pointer<const void>(x);
+  args.weights = tables.weights.data();
+  args.biases = tables.biases.data();
+  args.pres = tables.pres.data();
+  args.act = static_cast<nol_fast::Activation>(act);
+  args.storage = static_cast<nol_fast::Storage>(storage);
+  return args;
+}
+
+void channel_mlp_forward(int64_t rows, const std::vector<int64_t>& widths, int64_t x,
+                         const std::vector<int64_t>& weights, const std::vector<int64_t>& biases,
+                         const std::vector<int64_t>& pres, int64_t out, int act, int storage,
+                         int num_threads) {
+  MlpTables tables;
+  nol_fast::ChannelMlp args = channel_mlp_args(widths, rows, x, weights, biases, pres, act,
+                                               storage, tables, "channel_mlp_forward");
+  args.out = pointer<void>(out);
+  py::gil_scoped_release release;
+  nol_fast::channel_mlp_forward(args, num_threads);
+}
+
+void channel_mlp_backward(int64_t rows, const std::vector<int64_t>& widths, int64_t grad_out,
+                          int64_t x, const std::vector<int64_t>& weights,
+                          const std::vector<int64_t>& biases, const std::vector<int64_t>& pres,
+                          int64_t grad_x, const std::vector<int64_t>& grad_weights,
+                          const std::vector<int64_t>& grad_biases, int act, int storage,
+                          int num_threads) {
+  MlpTables tables;
+  nol_fast::ChannelMlp args = channel_mlp_args(widths, rows, x, weights, biases, pres, act,
+                                               storage, tables, "channel_mlp_backward");
+  if (grad_weights.size() != weights.size() || grad_biases.size() != weights.size()) {
+    throw std::invalid_argument("channel_mlp_backward: need one gradient per weight and bias");
+  }
+  for (int64_t p : grad_weights) tables.grad_weights.push_back(pointer<float>(p));
+  for (int64_t p : grad_biases) tables.grad_biases.push_back(pointer<float>(p));
+  args.grad_out = pointer<const void>(grad_out);
+  args.grad_x = pointer<void>(grad_x);
+  args.grad_weights = tables.grad_weights.data();
+  args.grad_biases = tables.grad_biases.data();
+  py::gil_scoped_release release;
+  nol_fast::channel_mlp_backward(args, num_threads);
 }
 
 void reduce_rows(int64_t rows, int64_t m, int64_t n, int64_t a, int64_t lda, int64_t b,
@@ -244,10 +318,10 @@ PYBIND11_MODULE(_C, m) {
         py::arg("maximize"), py::arg("adabound"), py::arg("base_lr"), py::arg("final_lr"),
         py::arg("gamma"), py::arg("grad_scale"), py::arg("found_inf"), py::arg("num_threads"));
   m.def("epilogue_forward", &epilogue_forward,
-        "out = act(y + bias + skip(x)), keeping act' or the pre-activation, over a "
+        "out = act(y + bias + skip(x)), keeping act', over a "
         "channels-last (rows, cols) matrix (see nol_fast.ops.pointwise.epilogue).",
         py::arg("rows"), py::arg("cols"), py::arg("y"), py::arg("bias"), py::arg("x"),
-        py::arg("gamma"), py::arg("act_grad"), py::arg("pre"), py::arg("out"), py::arg("act"),
+        py::arg("gamma"), py::arg("act_grad"), py::arg("out"), py::arg("act"),
         py::arg("skip"), py::arg("storage"), py::arg("num_threads"));
   m.def("epilogue_backward", &epilogue_backward,
         "Gradient of epilogue_forward: grad_pre, per-channel sums and the skip gradient (see "
@@ -256,6 +330,19 @@ PYBIND11_MODULE(_C, m) {
         py::arg("grad_pre"), py::arg("grad_bias"), py::arg("x"), py::arg("gamma"),
         py::arg("grad_gamma"), py::arg("grad_x"), py::arg("accumulate_x"), py::arg("skip"),
         py::arg("storage"), py::arg("num_threads"));
+  m.def("channel_mlp_forward", &channel_mlp_forward,
+        "The channel MLP over a channels-last (rows, channels) matrix, tile by tile through all "
+        "layers, keeping the hidden pre-activations (see nol_fast.ops.pointwise.cpu).",
+        py::arg("rows"), py::arg("widths"), py::arg("x"), py::arg("weights"), py::arg("biases"),
+        py::arg("pres"), py::arg("out"), py::arg("act"), py::arg("storage"),
+        py::arg("num_threads"));
+  m.def("channel_mlp_backward", &channel_mlp_backward,
+        "Gradients of channel_mlp_forward, tile by tile from the output gradient back (see "
+        "nol_fast.ops.pointwise.cpu).",
+        py::arg("rows"), py::arg("widths"), py::arg("grad_out"), py::arg("x"),
+        py::arg("weights"), py::arg("biases"), py::arg("pres"), py::arg("grad_x"),
+        py::arg("grad_weights"), py::arg("grad_biases"), py::arg("act"), py::arg("storage"),
+        py::arg("num_threads"));
   m.def("reduce_rows", &reduce_rows,
         "out = a^T b in float32 for (rows, m) and (rows, n) matrices of float32 or bfloat16 "
         "(see nol_fast.ops.pointwise.row_reduction).",

@@ -25,11 +25,10 @@ enum class Storage : int { kFloat32 = 0, kBFloat16 = 1 };
 
 // pre = y + bias + skip(x); out = act(pre); act_grad = act'(pre) (when not null), stored as
 // float32 next to float32 activations and as 16-bit fixed point next to bfloat16 ones (see Q16
-// in pointwise_epilogue_kernel.h); pre itself (when not null), for layers that recompute their
-// activation in the backward pass rather than keep it.
+// in pointwise_epilogue_kernel.h).
 // The backward pass needs act'(pre) rather than pre: kept from here, where exp and erf are
 // computed anyway, it spares the backward pass their cost (GELU's gradient costs as much as
-// GELU). `out`, `pre` and `act_grad` may each be `y`'s memory (in place), but not one another's.
+// GELU). `out` and `act_grad` may each be `y`'s memory (in place), but not each other's.
 struct EpilogueForward {
   int64_t rows;
   int64_t cols;
@@ -38,7 +37,6 @@ struct EpilogueForward {
   const void* x;       // (rows, cols) skip input, null unless skip != kNone
   const float* gamma;  // (cols), kScale only
   void* act_grad;      // (rows, cols) or null; must be null for kNone
-  void* pre;           // (rows, cols) or null
   void* out;
   Activation act;
   SkipKind skip;

@@ -202,31 +202,23 @@ void parallel_rows(int64_t rows, int64_t cols, int num_threads, Body body) {
   }
 }
 
-// The forward loop over one tile of `n` elements; with KeepGrad it also stores act'(pre), with
-// KeepPre pre itself.
-template <typename T, Activation A, SkipKind S, bool KeepGrad, bool KeepPre>
+// The forward loop over one tile of `n` elements; with KeepGrad it also stores act'(pre).
+template <typename T, Activation A, SkipKind S, bool KeepGrad>
 inline void forward_tile(int64_t n, const T* y, const float* bias, const T* x,
-                         const float* gamma, typename GradStorage<T>::type* grad, T* pre,
-                         T* out) {
+                         const float* gamma, typename GradStorage<T>::type* grad, T* out) {
   using G = typename GradStorage<T>::type;
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
     float v = to_float(y[i]) + bias[i];
     if constexpr (S == SkipKind::kIdentity) v += to_float(x[i]);
     if constexpr (S == SkipKind::kScale) v = madd(gamma[i], to_float(x[i]), v);
-    if constexpr (KeepPre) {
-      // the activation of the value as stored, so that a recomputation from it agrees
-      const T stored = from_float<T>(v);
-      pre[i] = stored;
-      v = to_float(stored);
-    }
     const ValueGrad a = activate<A>(v);
     if constexpr (KeepGrad) grad[i] = from_float<G>(a.grad);
     out[i] = from_float<T>(a.value);
   }
 }
 
-template <typename T, Activation A, SkipKind S, bool KeepGrad, bool KeepPre>
+template <typename T, Activation A, SkipKind S, bool KeepGrad>
 void run_forward(const EpilogueForward& a, int num_threads) {
   const int64_t cols = a.cols;
   parallel_rows(a.rows, cols, num_threads, [&](int, int, int64_t begin, int64_t end) {
@@ -237,11 +229,11 @@ void run_forward(const EpilogueForward& a, int num_threads) {
     for (int64_t r = begin; r < end; r += per_tile) {
       const int64_t n = (r + per_tile < end ? per_tile : end - r) * cols;
       const int64_t at = r * cols;
-      forward_tile<T, A, S, KeepGrad, KeepPre>(
+      forward_tile<T, A, S, KeepGrad>(
           n, static_cast<const T*>(a.y) + at, bias.data(),
           S == SkipKind::kNone ? nullptr : static_cast<const T*>(a.x) + at, gamma.data(),
           KeepGrad ? static_cast<typename GradStorage<T>::type*>(a.act_grad) + at : nullptr,
-          KeepPre ? static_cast<T*>(a.pre) + at : nullptr, static_cast<T*>(a.out) + at);
+          static_cast<T*>(a.out) + at);
     }
   });
 }
@@ -375,22 +367,19 @@ inline void dispatch_forward(const EpilogueForward& a, int num_threads) {
     using T = decltype(storage_tag);
     constexpr SkipKind S = decltype(skip_tag)::value;
     with_flag(a.act_grad != nullptr, [&](auto keep_grad) {
-      with_flag(a.pre != nullptr, [&](auto keep_pre) {
-        constexpr bool K = decltype(keep_grad)::value;
-        constexpr bool P = decltype(keep_pre)::value;
-        switch (a.act) {
-          case Activation::kGelu:
-            return run_forward<T, Activation::kGelu, S, K, P>(a, num_threads);
-          case Activation::kRelu:
-            return run_forward<T, Activation::kRelu, S, K, P>(a, num_threads);
-          case Activation::kSilu:
-            return run_forward<T, Activation::kSilu, S, K, P>(a, num_threads);
-          case Activation::kTanh:
-            return run_forward<T, Activation::kTanh, S, K, P>(a, num_threads);
-          default:
-            return run_forward<T, Activation::kNone, S, false, P>(a, num_threads);
-        }
-      });
+      constexpr bool K = decltype(keep_grad)::value;
+      switch (a.act) {
+        case Activation::kGelu:
+          return run_forward<T, Activation::kGelu, S, K>(a, num_threads);
+        case Activation::kRelu:
+          return run_forward<T, Activation::kRelu, S, K>(a, num_threads);
+        case Activation::kSilu:
+          return run_forward<T, Activation::kSilu, S, K>(a, num_threads);
+        case Activation::kTanh:
+          return run_forward<T, Activation::kTanh, S, K>(a, num_threads);
+        default:
+          return run_forward<T, Activation::kNone, S, false>(a, num_threads);
+      }
     });
   });
 }

@@ -33,18 +33,22 @@ constexpr int64_t kParallelMinInputs = 16384;
 
 inline int64_t round_up(int64_t v, int64_t to) { return (v + to - 1) / to * to; }
 
-// c (a kBlockM x kBlockN block, row stride ldc) += a_tile^T b_tile over `rows` rows of float32
-// tiles with row strides lda and ldb.
-inline void micro_kernel(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t rows,
-                         float* c, int64_t ldc) {
+// The block product behind the row reduction and the fused channel MLP
+// (channel_mlp_kernel.h): c (a kBlockM x kBlockN block, row stride ldc) += the sum over
+// t < count of p(t, i) q(t, j), with p(t, i) = p[t * p_t + i * p_i] and q(t, j) =
+// q[t * ldq + j]. The accumulators stay in registers for all of `count`. As a reduction over
+// rows, t is the row (p_t the row stride, p_i = 1); as a GEMM c = a b, i is the row of a,
+// t the reduced index (p_t = 1, p_i the row stride of a) and q is b.
+inline void micro_kernel(const float* p, int64_t p_t, int64_t p_i, const float* q, int64_t ldq,
+                         int64_t count, float* c, int64_t ldc) {
   float acc[kBlockM][kBlockN] = {};
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* a_row = a + r * lda;
-    const float* b_row = b + r * ldb;
+  for (int64_t t = 0; t < count; ++t) {
+    const float* p_row = p + t * p_t;
+    const float* q_row = q + t * ldq;
     for (int64_t i = 0; i < kBlockM; ++i) {
-      const float ai = a_row[i];
+      const float pi = p_row[i * p_i];
 #pragma omp simd
-      for (int64_t j = 0; j < kBlockN; ++j) acc[i][j] = madd(ai, b_row[j], acc[i][j]);
+      for (int64_t j = 0; j < kBlockN; ++j) acc[i][j] = madd(pi, q_row[j], acc[i][j]);
     }
   }
   for (int64_t i = 0; i < kBlockM; ++i) {
@@ -76,7 +80,7 @@ void reduce_range(const RowReduction& args, int64_t begin, int64_t end, int64_t 
     }
     for (int64_t i = 0; i < m_pad; i += kBlockM) {
       for (int64_t j = 0; j < n_pad; j += kBlockN) {
-        micro_kernel(a_tile.data() + i, m_pad, b_tile.data() + j, n_pad, rows,
+        micro_kernel(a_tile.data() + i, m_pad, 1, b_tile.data() + j, n_pad, rows,
                      total + i * n_pad + j, n_pad);
       }
     }

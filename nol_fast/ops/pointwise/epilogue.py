@@ -53,21 +53,18 @@ def _skip_code(x: torch.Tensor | None, gamma: torch.Tensor | None) -> int:
 
 def epilogue_forward(
     y: torch.Tensor, bias: torch.Tensor, activation: str, x: torch.Tensor | None = None,
-    gamma: torch.Tensor | None = None, keep: str | None = "grad",
-    out: torch.Tensor | None = None, act_grad: torch.Tensor | None = None,
+    gamma: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor]:
     """``out = activation(y + bias + skip)`` in one pass, keeping what the backward pass needs.
 
-    The backward pass needs the activation's derivative at the pre-activation: kept here
-    (``keep='grad'``), where the activation's exp and erf are evaluated anyway, it spares the
-    backward pass their cost. Layers whose memory matters more keep the pre-activation
-    (``keep='pre'``) and recompute both in the backward pass with this same function.
+    The backward pass needs the activation's derivative at the pre-activation: kept here, where
+    the activation's exp and erf are evaluated anyway, it spares the backward pass their cost.
 
     Parameters
     ----------
     y : Tensor
-        ``(rows, channels)``, float32 or bfloat16; a scratch GEMM output, overwritten by
-        whatever is kept (unless ``act_grad`` is given), or by ``out`` when nothing is.
+        ``(rows, channels)``, float32 or bfloat16; a scratch GEMM output, overwritten by the
+        kept derivative (or by ``out`` without activation).
     bias : Tensor
         ``(channels,)`` float32.
     activation : {'none', 'gelu', 'relu', 'silu', 'tanh'}
@@ -75,38 +72,25 @@ def epilogue_forward(
     x, gamma : Tensor, optional
         Skip input ``(rows, channels)`` added to ``y`` (times the per-channel ``gamma``, float32,
         when given).
-    keep : {'grad', 'pre', None}
-        Keep ``activation'`` at the pre-activation (dtype ``GRAD_DTYPES[y.dtype]``), the
-        pre-activation itself, or nothing.
-    out, act_grad : Tensor, optional
-        Where to write the output and the kept derivative (default: a new tensor, and ``y``'s
-        memory).
 
     Returns
     -------
-    (kept, out)
-        ``kept`` is ``None`` when nothing is kept (always without activation).
+    (act_grad, out)
+        ``act'`` at the pre-activation (dtype ``GRAD_DTYPES[y.dtype]``, in ``y``'s memory),
+        ``None`` without activation; and the output.
     """
     # y, x: (rows, channels)
     for name, t, per_channel in (("y", y, False), ("bias", bias, True), ("x", x, False),
-                                 ("gamma", gamma, True), ("out", out, False)):
+                                 ("gamma", gamma, True)):
         _check(name, t, y, per_channel)
-    _check("act_grad", act_grad, y, dtype=GRAD_DTYPES[y.dtype])
-    if keep not in ("grad", "pre", None):
-        raise ValueError(f"epilogue: keep must be 'grad', 'pre' or None, got {keep!r}")
-    keep = keep if activation != "none" else None
-    grad = (act_grad if act_grad is not None else y.view(GRAD_DTYPES[y.dtype])
-            ) if keep == "grad" else None
-    pre = y if keep == "pre" else None
-    if out is None:
-        out = y if keep is None or (keep == "grad" and act_grad is not None) else (
-            torch.empty_like(y))
+    grad = None if activation == "none" else y.view(GRAD_DTYPES[y.dtype])
+    out = y if grad is None else torch.empty_like(y)
     EXTENSION.epilogue_forward(
         y.shape[0], y.shape[1], y.data_ptr(), bias.data_ptr(), _address(x), _address(gamma),
-        _address(grad), _address(pre), out.data_ptr(), ACTIVATION_CODES[activation],
-        _skip_code(x, gamma), STORAGE_CODES[y.dtype], torch.get_num_threads(),
+        _address(grad), out.data_ptr(), ACTIVATION_CODES[activation], _skip_code(x, gamma),
+        STORAGE_CODES[y.dtype], torch.get_num_threads(),
     )
-    return (grad if keep == "grad" else pre), out
+    return grad, out
 
 
 def epilogue_backward(

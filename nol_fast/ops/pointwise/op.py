@@ -10,8 +10,9 @@ two opaque nodes with fake implementations.
 Backends
 --------
 ``'cpu'``
-    The custom op: GEMMs with fused C++ epilogues (:mod:`~nol_fast.ops.pointwise.cpu`), for
-    float32 and bfloat16 CPU tensors; needs the compiled extension ``nol_fast._C``.
+    The custom op: every layer of a tile of rows at once in C++, while the tile is in cache
+    (:mod:`~nol_fast.ops.pointwise.cpu`), for float32 and bfloat16 CPU tensors; needs the
+    compiled extension ``nol_fast._C``.
 ``'reference'``
     Plain torch (:mod:`~nol_fast.ops.pointwise.reference`), any device and dtype,
     differentiated by autograd.
@@ -20,8 +21,9 @@ Selection order (shared by the channels-last FNO ops, see :func:`resolve_layer_b
 ``backend`` argument, then ``$NOL_FAST_BACKEND`` when it names one of these backends, then
 ``'cpu'`` where it runs, else ``'reference'``.
 
-Mixed precision: under autocast (bfloat16 on the CPU) the layers compute in the autocast
-dtype, casting the weights for the GEMMs; weight and bias gradients are float32.
+Mixed precision: under autocast (bfloat16 on the CPU) the layers store their activations in
+the autocast dtype and compute in float32 with float32 weights; weight and bias gradients are
+float32.
 """
 
 from __future__ import annotations

@@ -1,0 +1,312 @@
+// The loops of the fused channel MLP (channel_mlp.h), compiled twice like the epilogues:
+// portable (channel_mlp.cpp) and for AVX-512 (channel_mlp_avx512.cpp).
+//
+// A thread takes its rows kMlpTileRows at a time. Tiles are float32 (rows, stride) buffers, the
+// stride being the widest layer rounded up to whole blocks of the block product; a layer's GEMM
+// is the block product over the tile (rows rounded up to kBlockM; the rows past the tile's end
+// are computed and never stored). The weights are converted once per call to float32 in the
+// layouts the products read, zero-padded, so that padded columns of a layer's output are zero.
+#pragma once
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+#include "channel_mlp.h"
+#include "cpu_kernel_common.h"
+#include "pointwise_epilogue_kernel.h"
+#include "row_reduction_kernel.h"
+
+namespace nol_fast {
+namespace {
+
+constexpr int64_t kMlpTileRows = 64;
+
+// The weights of one call in the layouts of its products, float32, zero-padded.
+struct MlpWeights {
+  int64_t stride = 0;  // of the tile buffers
+  // forward: W^T, (K, round_up(N, kBlockN)); backward: W, (N, round_up(K, kBlockN))
+  std::vector<std::vector<float>> matrices;
+  std::vector<std::vector<float>> biases;  // forward only: round_up(N, kBlockN)
+};
+
+inline MlpWeights prepare_weights(const ChannelMlp& a, bool forward) {
+  MlpWeights w;
+  for (int64_t l = 0; l <= a.layers; ++l) w.stride = std::max(w.stride, round_up(a.widths[l], kBlockN));
+  for (int64_t l = 0; l < a.layers; ++l) {
+    const int64_t k = a.widths[l], n = a.widths[l + 1];
+    const float* weight = a.weights[l];  // (n, k)
+    if (forward) {
+      const int64_t cols = round_up(n, kBlockN);
+      std::vector<float> t(static_cast<size_t>(k * cols), 0.0f);
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j < k; ++j) t[j * cols + i] = weight[i * k + j];
+      w.matrices.push_back(std::move(t));
+      std::vector<float> b(static_cast<size_t>(cols), 0.0f);
+      std::copy(a.biases[l], a.biases[l] + n, b.begin());
+      w.biases.push_back(std::move(b));
+    } else {
+      const int64_t cols = round_up(k, kBlockN);
+      std::vector<float> m(static_cast<size_t>(n * cols), 0.0f);
+      for (int64_t i = 0; i < n; ++i) std::copy(weight + i * k, weight + (i + 1) * k, &m[i * cols]);
+      w.matrices.push_back(std::move(m));
+    }
+  }
+  return w;
+}
+
+// c (rows x cols of a tile, row stride `stride`) += a (rows x k, same stride) @ b (k x cols).
+inline void tile_gemm(const float* a, int64_t rows, int64_t k, const float* b, int64_t cols,
+                      float* c, int64_t stride) {
+  for (int64_t i = 0; i < round_up(rows, kBlockM); i += kBlockM) {
+    for (int64_t j = 0; j < cols; j += kBlockN) {
+      micro_kernel(a + i * stride, 1, stride, b + j, cols, k, c + i * stride + j, stride);
+    }
+  }
+}
+
+// Layers with at most this many outputs (a projection's last layer has one) run as dot
+// products over the inputs instead of the block product, which would pad them to kBlockN.
+constexpr int64_t kNarrowOutputs = 4;
+
+// y (rows x n, row stride `stride`) = bias + h (rows x k) @ weight^T, weight (n, k) row-major.
+inline void narrow_layer(const float* h, int64_t rows, int64_t k, const float* weight, int64_t n,
+                         const float* bias, float* y, int64_t stride) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t j = 0; j < n; ++j) {
+      float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t i = 0; i < k; ++i) sum += h[r * stride + i] * weight[j * k + i];
+      y[r * stride + j] = sum + bias[j];
+    }
+  }
+}
+
+template <typename T>
+inline void load_tile(const T* src, int64_t rows, int64_t cols, float* tile, int64_t stride) {
+  for (int64_t r = 0; r < rows; ++r) {
+#pragma omp simd
+    for (int64_t j = 0; j < cols; ++j) tile[r * stride + j] = to_float(src[r * cols + j]);
+  }
+}
+
+template <typename T>
+inline void store_tile(const float* tile, int64_t stride, int64_t rows, int64_t cols, T* dst) {
+  for (int64_t r = 0; r < rows; ++r) {
+#pragma omp simd
+    for (int64_t j = 0; j < cols; ++j) dst[r * cols + j] = from_float<T>(tile[r * stride + j]);
+  }
+}
+
+// Rows [begin, end) of the MLP, tile by tile, all layers per tile.
+template <typename T, Activation A>
+void mlp_forward_rows(const ChannelMlp& a, const MlpWeights& w, int64_t begin, int64_t end) {
+  const int64_t stride = w.stride;
+  std::vector<float> h(static_cast<size_t>(kMlpTileRows * stride), 0.0f);
+  std::vector<float> y(h.size(), 0.0f);
+  for (int64_t start = begin; start < end; start += kMlpTileRows) {
+    const int64_t rows = std::min(kMlpTileRows, end - start);
+    load_tile(static_cast<const T*>(a.x) + start * a.widths[0], rows, a.widths[0], h.data(),
+              stride);
+    for (int64_t l = 0; l < a.layers; ++l) {
+      const int64_t k = a.widths[l], n = a.widths[l + 1], cols = round_up(n, kBlockN);
+      const float* bias = w.biases[l].data();
+      if (n <= kNarrowOutputs) {
+        narrow_layer(h.data(), rows, k, a.weights[l], n, bias, y.data(), stride);
+      } else {
+        for (int64_t r = 0; r < round_up(rows, kBlockM); ++r) {
+          std::copy(bias, bias + cols, &y[r * stride]);
+        }
+        tile_gemm(h.data(), rows, k, w.matrices[l].data(), cols, y.data(), stride);
+      }
+      if (l + 1 == a.layers) {
+        store_tile(y.data(), stride, rows, n, static_cast<T*>(a.out) + start * n);
+        break;
+      }
+      T* pre = static_cast<T*>(a.pres[l]) + start * n;
+      for (int64_t r = 0; r < rows; ++r) {
+#pragma omp simd
+        for (int64_t j = 0; j < n; ++j) {
+          // the activation of the value as stored, which the backward pass recomputes
+          const T stored = from_float<T>(y[r * stride + j]);
+          pre[r * n + j] = stored;
+          h[r * stride + j] = activate<A>(to_float(stored)).value;
+        }
+      }
+    }
+  }
+}
+
+// A thread's sums of the weight and bias gradients. A weight's gradient (n, k) is summed as
+// (n, k) or as its transpose, whichever pads less to whole blocks (the lifting's first layer
+// has k = 3).
+struct MlpGradSums {
+  std::vector<std::vector<float>> weights;
+  std::vector<std::vector<double>> biases;
+};
+
+inline bool sum_transposed(int64_t n, int64_t k) {
+  return round_up(k, kBlockM) * round_up(n, kBlockN) < round_up(n, kBlockM) * round_up(k, kBlockN);
+}
+
+inline int64_t sum_cols(int64_t n, int64_t k) {
+  return sum_transposed(n, k) ? round_up(n, kBlockN) : round_up(k, kBlockN);
+}
+
+template <typename T, Activation A>
+void mlp_backward_rows(const ChannelMlp& a, const MlpWeights& w, int64_t begin, int64_t end,
+                       MlpGradSums& sums) {
+  const int64_t stride = w.stride;
+  const size_t size = static_cast<size_t>(kMlpTileRows * stride);
+  std::vector<float> g(size, 0.0f), next(size, 0.0f), h(size, 0.0f), deriv(size, 0.0f);
+  std::vector<float> column_sums(static_cast<size_t>(stride), 0.0f);
+  const int64_t last = a.layers - 1;
+  for (int64_t start = begin; start < end; start += kMlpTileRows) {
+    const int64_t rows = std::min(kMlpTileRows, end - start);
+    load_tile(static_cast<const T*>(a.grad_out) + start * a.widths[a.layers], rows,
+              a.widths[a.layers], g.data(), stride);
+    for (int64_t l = last; l >= 0; --l) {
+      const int64_t k = a.widths[l], n = a.widths[l + 1];
+      // the layer's input, and the derivative of the activation that made it
+      if (l == 0) {
+        load_tile(static_cast<const T*>(a.x) + start * k, rows, k, h.data(), stride);
+      } else {
+        const T* pre = static_cast<const T*>(a.pres[l - 1]) + start * k;
+        for (int64_t r = 0; r < rows; ++r) {
+#pragma omp simd
+          for (int64_t j = 0; j < k; ++j) {
+            const ValueGrad v = activate<A>(to_float(pre[r * k + j]));
+            h[r * stride + j] = v.value;
+            deriv[r * stride + j] = v.grad;
+          }
+        }
+      }
+      // weight gradient g^T h (or h^T g) over the tile's rows, bias gradient sum(g)
+      const bool transposed = sum_transposed(n, k);
+      const float* p = transposed ? h.data() : g.data();
+      const float* q = transposed ? g.data() : h.data();
+      const int64_t p_cols = round_up(transposed ? k : n, kBlockM);
+      const int64_t q_cols = sum_cols(n, k);
+      float* total = sums.weights[l].data();
+      for (int64_t i = 0; i < p_cols; i += kBlockM) {
+        for (int64_t j = 0; j < q_cols; j += kBlockN) {
+          micro_kernel(p + i, stride, 1, q + j, stride, rows, total + i * q_cols + j, q_cols);
+        }
+      }
+      std::fill(column_sums.begin(), column_sums.end(), 0.0f);
+      for (int64_t r = 0; r < rows; ++r) {
+#pragma omp simd
+        for (int64_t j = 0; j < n; ++j) column_sums[j] += g[r * stride + j];
+      }
+      for (int64_t j = 0; j < n; ++j) sums.biases[l][j] += column_sums[j];
+      if (l == 0 && a.grad_x == nullptr) break;
+      // the input gradient g @ W, then through the activation's derivative
+      const int64_t cols = round_up(k, kBlockN);
+      for (int64_t r = 0; r < round_up(rows, kBlockM); ++r) {
+        std::fill(&next[r * stride], &next[r * stride] + cols, 0.0f);
+      }
+      tile_gemm(g.data(), rows, n, w.matrices[l].data(), cols, next.data(), stride);
+      if (l == 0) {
+        store_tile(next.data(), stride, rows, k, static_cast<T*>(a.grad_x) + start * k);
+        break;
+      }
+      for (int64_t r = 0; r < rows; ++r) {
+#pragma omp simd
+        for (int64_t j = 0; j < k; ++j) {
+          g[r * stride + j] = next[r * stride + j] * deriv[r * stride + j];
+        }
+      }
+    }
+  }
+}
+
+inline int mlp_threads(const ChannelMlp& a, int num_threads) {
+  int64_t widest = 0;
+  for (int64_t l = 0; l <= a.layers; ++l) widest = std::max(widest, a.widths[l]);
+  return a.rows * widest >= kParallelMinElements && num_threads > 1 ? num_threads : 1;
+}
+
+// A run-time storage type and activation as compile-time ones: calls
+// f(storage_tag, activation_tag).
+template <typename F>
+void with_storage_and_activation(const ChannelMlp& a, F f) {
+  auto by_activation = [&](auto storage_tag) {
+    switch (a.act) {
+      case Activation::kGelu:
+        return f(storage_tag, std::integral_constant<Activation, Activation::kGelu>{});
+      case Activation::kRelu:
+        return f(storage_tag, std::integral_constant<Activation, Activation::kRelu>{});
+      case Activation::kSilu:
+        return f(storage_tag, std::integral_constant<Activation, Activation::kSilu>{});
+      case Activation::kTanh:
+        return f(storage_tag, std::integral_constant<Activation, Activation::kTanh>{});
+      default:
+        return f(storage_tag, std::integral_constant<Activation, Activation::kNone>{});
+    }
+  };
+  if (a.storage == Storage::kBFloat16) {
+    by_activation(bf16{});
+  } else {
+    by_activation(float{});
+  }
+}
+
+inline void dispatch_mlp_forward(const ChannelMlp& a, int num_threads) {
+  const MlpWeights w = prepare_weights(a, true);
+  const int threads = mlp_threads(a, num_threads);
+  with_storage_and_activation(a, [&](auto storage_tag, auto activation_tag) {
+    using T = decltype(storage_tag);
+    constexpr Activation A = decltype(activation_tag)::value;
+#pragma omp parallel num_threads(threads)
+    {
+      const int64_t n = omp_get_num_threads(), id = omp_get_thread_num();
+      mlp_forward_rows<T, A>(a, w, a.rows * id / n, a.rows * (id + 1) / n);
+    }
+  });
+}
+
+inline void dispatch_mlp_backward(const ChannelMlp& a, int num_threads) {
+  const MlpWeights w = prepare_weights(a, false);
+  const int threads = mlp_threads(a, num_threads);
+  std::vector<MlpGradSums> sums(static_cast<size_t>(threads));
+  for (MlpGradSums& s : sums) {
+    for (int64_t l = 0; l < a.layers; ++l) {
+      const int64_t k = a.widths[l], n = a.widths[l + 1];
+      const int64_t p_rows = round_up(sum_transposed(n, k) ? k : n, kBlockM);
+      s.weights.emplace_back(static_cast<size_t>(p_rows * sum_cols(n, k)), 0.0f);
+      s.biases.emplace_back(static_cast<size_t>(n), 0.0);
+    }
+  }
+  with_storage_and_activation(a, [&](auto storage_tag, auto activation_tag) {
+    using T = decltype(storage_tag);
+    constexpr Activation A = decltype(activation_tag)::value;
+#pragma omp parallel num_threads(threads)
+    {
+      const int64_t n = omp_get_num_threads(), id = omp_get_thread_num();
+      mlp_backward_rows<T, A>(a, w, a.rows * id / n, a.rows * (id + 1) / n, sums[id]);
+    }
+  });
+  // the threads' sums, in thread order
+  for (int64_t l = 0; l < a.layers; ++l) {
+    const int64_t k = a.widths[l], n = a.widths[l + 1];
+    const bool transposed = sum_transposed(n, k);
+    const int64_t cols = sum_cols(n, k);
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t j = 0; j < k; ++j) {
+        const int64_t at = transposed ? j * cols + i : i * cols + j;
+        float total = 0.0f;
+        for (const MlpGradSums& s : sums) total += s.weights[l][at];
+        a.grad_weights[l][i * k + j] = total;
+      }
+      double bias = 0.0;
+      for (const MlpGradSums& s : sums) bias += s.biases[l][i];
+      a.grad_biases[l][i] = static_cast<float>(bias);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace nol_fast
