@@ -33,26 +33,36 @@ struct MlpWeights {
   std::vector<std::vector<float>> biases;  // forward only: round_up(N, kBlockN)
 };
 
+// m (out, in), row-major, as float32 (in, round_up(out, kBlockN)): the b of a @ m^T.
+inline std::vector<float> padded_transpose(const float* m, int64_t out, int64_t in) {
+  const int64_t cols = round_up(out, kBlockN);
+  std::vector<float> t(static_cast<size_t>(in * cols), 0.0f);
+  for (int64_t i = 0; i < out; ++i) {
+    for (int64_t j = 0; j < in; ++j) t[j * cols + i] = m[i * in + j];
+  }
+  return t;
+}
+
+// m (out, in), row-major, as float32 (out, round_up(in, kBlockN)): the b of g @ m.
+inline std::vector<float> padded_rows(const float* m, int64_t out, int64_t in) {
+  const int64_t cols = round_up(in, kBlockN);
+  std::vector<float> t(static_cast<size_t>(out * cols), 0.0f);
+  for (int64_t i = 0; i < out; ++i) std::copy(m + i * in, m + (i + 1) * in, &t[i * cols]);
+  return t;
+}
+
 inline MlpWeights prepare_weights(const ChannelMlp& a, bool forward) {
   MlpWeights w;
   for (int64_t l = 0; l <= a.layers; ++l) w.stride = std::max(w.stride, round_up(a.widths[l], kBlockN));
   for (int64_t l = 0; l < a.layers; ++l) {
     const int64_t k = a.widths[l], n = a.widths[l + 1];
-    const float* weight = a.weights[l];  // (n, k)
     if (forward) {
-      const int64_t cols = round_up(n, kBlockN);
-      std::vector<float> t(static_cast<size_t>(k * cols), 0.0f);
-      for (int64_t i = 0; i < n; ++i)
-        for (int64_t j = 0; j < k; ++j) t[j * cols + i] = weight[i * k + j];
-      w.matrices.push_back(std::move(t));
-      std::vector<float> b(static_cast<size_t>(cols), 0.0f);
+      w.matrices.push_back(padded_transpose(a.weights[l], n, k));
+      std::vector<float> b(static_cast<size_t>(round_up(n, kBlockN)), 0.0f);
       std::copy(a.biases[l], a.biases[l] + n, b.begin());
       w.biases.push_back(std::move(b));
     } else {
-      const int64_t cols = round_up(k, kBlockN);
-      std::vector<float> m(static_cast<size_t>(n * cols), 0.0f);
-      for (int64_t i = 0; i < n; ++i) std::copy(weight + i * k, weight + (i + 1) * k, &m[i * cols]);
-      w.matrices.push_back(std::move(m));
+      w.matrices.push_back(padded_rows(a.weights[l], n, k));
     }
   }
   return w;
@@ -140,21 +150,75 @@ void mlp_forward_rows(const ChannelMlp& a, const MlpWeights& w, int64_t begin, i
   }
 }
 
-// A thread's sums of the weight and bias gradients. A weight's gradient (n, k) is summed as
-// (n, k) or as its transpose, whichever pads less to whole blocks (the lifting's first layer
-// has k = 3).
-struct MlpGradSums {
-  std::vector<std::vector<float>> weights;
-  std::vector<std::vector<double>> biases;
+// A thread's sum of one weight's gradient, (n, k) = g^T h over rows of tiles. It is summed as
+// (n, k) or as its transpose, whichever pads less to whole blocks of the block product (the
+// lifting's first layer has k = 3).
+class WeightGradSum {
+ public:
+  WeightGradSum(int64_t n, int64_t k)
+      : n_(n),
+        k_(k),
+        transposed_(round_up(k, kBlockM) * round_up(n, kBlockN) <
+                    round_up(n, kBlockM) * round_up(k, kBlockN)),
+        rows_(round_up(transposed_ ? k : n, kBlockM)),
+        cols_(round_up(transposed_ ? n : k, kBlockN)),
+        sum_(static_cast<size_t>(rows_ * cols_), 0.0f) {}
+
+  // += g^T h over `rows` rows of the tiles g (rows, n) and h (rows, k), row stride `stride`
+  // (at least the padded width of either: the block product reads whole blocks).
+  void add(const float* g, const float* h, int64_t rows, int64_t stride) {
+    const float* p = transposed_ ? h : g;
+    const float* q = transposed_ ? g : h;
+    for (int64_t i = 0; i < rows_; i += kBlockM) {
+      for (int64_t j = 0; j < cols_; j += kBlockN) {
+        micro_kernel(p + i, stride, 1, q + j, stride, rows, sum_.data() + i * cols_ + j, cols_);
+      }
+    }
+  }
+
+  float at(int64_t i, int64_t j) const {
+    return transposed_ ? sum_[j * cols_ + i] : sum_[i * cols_ + j];
+  }
+
+  // out (n, k) = the sum of the threads' sums, in thread order.
+  static void add_up(const std::vector<const WeightGradSum*>& sums, float* out) {
+    const int64_t n = sums.front()->n_, k = sums.front()->k_;
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t j = 0; j < k; ++j) {
+        float total = 0.0f;
+        for (const WeightGradSum* s : sums) total += s->at(i, j);
+        out[i * k + j] = total;
+      }
+    }
+  }
+
+ private:
+  int64_t n_, k_;
+  bool transposed_;
+  int64_t rows_, cols_;
+  std::vector<float> sum_;
 };
 
-inline bool sum_transposed(int64_t n, int64_t k) {
-  return round_up(k, kBlockM) * round_up(n, kBlockN) < round_up(n, kBlockM) * round_up(k, kBlockN);
+// total[j] += the sum over `rows` rows of the tile g (row stride `stride`), j < n; float per
+// tile, double across tiles.
+inline void add_column_sums(const float* g, int64_t rows, int64_t n, int64_t stride,
+                            double* total) {
+  for (int64_t j0 = 0; j0 < n; j0 += kBlockN) {
+    const int64_t width = std::min(kBlockN, n - j0);
+    float sums[kBlockN] = {};
+    for (int64_t r = 0; r < rows; ++r) {
+#pragma omp simd
+      for (int64_t j = 0; j < width; ++j) sums[j] += g[r * stride + j0 + j];
+    }
+    for (int64_t j = 0; j < width; ++j) total[j0 + j] += sums[j];
+  }
 }
 
-inline int64_t sum_cols(int64_t n, int64_t k) {
-  return sum_transposed(n, k) ? round_up(n, kBlockN) : round_up(k, kBlockN);
-}
+// A thread's sums of the MLP's weight and bias gradients.
+struct MlpGradSums {
+  std::vector<WeightGradSum> weights;
+  std::vector<std::vector<double>> biases;
+};
 
 template <typename T, Activation A>
 void mlp_backward_rows(const ChannelMlp& a, const MlpWeights& w, int64_t begin, int64_t end,
@@ -162,7 +226,6 @@ void mlp_backward_rows(const ChannelMlp& a, const MlpWeights& w, int64_t begin, 
   const int64_t stride = w.stride;
   const size_t size = static_cast<size_t>(kMlpTileRows * stride);
   std::vector<float> g(size, 0.0f), next(size, 0.0f), h(size, 0.0f), deriv(size, 0.0f);
-  std::vector<float> column_sums(static_cast<size_t>(stride), 0.0f);
   const int64_t last = a.layers - 1;
   for (int64_t start = begin; start < end; start += kMlpTileRows) {
     const int64_t rows = std::min(kMlpTileRows, end - start);
@@ -184,24 +247,9 @@ void mlp_backward_rows(const ChannelMlp& a, const MlpWeights& w, int64_t begin, 
           }
         }
       }
-      // weight gradient g^T h (or h^T g) over the tile's rows, bias gradient sum(g)
-      const bool transposed = sum_transposed(n, k);
-      const float* p = transposed ? h.data() : g.data();
-      const float* q = transposed ? g.data() : h.data();
-      const int64_t p_cols = round_up(transposed ? k : n, kBlockM);
-      const int64_t q_cols = sum_cols(n, k);
-      float* total = sums.weights[l].data();
-      for (int64_t i = 0; i < p_cols; i += kBlockM) {
-        for (int64_t j = 0; j < q_cols; j += kBlockN) {
-          micro_kernel(p + i, stride, 1, q + j, stride, rows, total + i * q_cols + j, q_cols);
-        }
-      }
-      std::fill(column_sums.begin(), column_sums.end(), 0.0f);
-      for (int64_t r = 0; r < rows; ++r) {
-#pragma omp simd
-        for (int64_t j = 0; j < n; ++j) column_sums[j] += g[r * stride + j];
-      }
-      for (int64_t j = 0; j < n; ++j) sums.biases[l][j] += column_sums[j];
+      // weight gradient g^T h over the tile's rows, bias gradient sum(g)
+      sums.weights[l].add(g.data(), h.data(), rows, stride);
+      add_column_sums(g.data(), rows, n, stride, sums.biases[l].data());
       if (l == 0 && a.grad_x == nullptr) break;
       // the input gradient g @ W, then through the activation's derivative
       const int64_t cols = round_up(k, kBlockN);
@@ -274,10 +322,8 @@ inline void dispatch_mlp_backward(const ChannelMlp& a, int num_threads) {
   std::vector<MlpGradSums> sums(static_cast<size_t>(threads));
   for (MlpGradSums& s : sums) {
     for (int64_t l = 0; l < a.layers; ++l) {
-      const int64_t k = a.widths[l], n = a.widths[l + 1];
-      const int64_t p_rows = round_up(sum_transposed(n, k) ? k : n, kBlockM);
-      s.weights.emplace_back(static_cast<size_t>(p_rows * sum_cols(n, k)), 0.0f);
-      s.biases.emplace_back(static_cast<size_t>(n), 0.0);
+      s.weights.emplace_back(a.widths[l + 1], a.widths[l]);
+      s.biases.emplace_back(static_cast<size_t>(a.widths[l + 1]), 0.0);
     }
   }
   with_storage_and_activation(a, [&](auto storage_tag, auto activation_tag) {
@@ -291,16 +337,10 @@ inline void dispatch_mlp_backward(const ChannelMlp& a, int num_threads) {
   });
   // the threads' sums, in thread order
   for (int64_t l = 0; l < a.layers; ++l) {
-    const int64_t k = a.widths[l], n = a.widths[l + 1];
-    const bool transposed = sum_transposed(n, k);
-    const int64_t cols = sum_cols(n, k);
-    for (int64_t i = 0; i < n; ++i) {
-      for (int64_t j = 0; j < k; ++j) {
-        const int64_t at = transposed ? j * cols + i : i * cols + j;
-        float total = 0.0f;
-        for (const MlpGradSums& s : sums) total += s.weights[l][at];
-        a.grad_weights[l][i * k + j] = total;
-      }
+    std::vector<const WeightGradSum*> weights;
+    for (const MlpGradSums& s : sums) weights.push_back(&s.weights[l]);
+    WeightGradSum::add_up(weights, a.grad_weights[l]);
+    for (int64_t i = 0; i < a.widths[l + 1]; ++i) {
       double bias = 0.0;
       for (const MlpGradSums& s : sums) bias += s.biases[l][i];
       a.grad_biases[l][i] = static_cast<float>(bias);

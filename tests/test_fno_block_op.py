@@ -96,6 +96,25 @@ def test_other_activations(activation):
         torch.testing.assert_close(g, e.to(g.dtype), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_cpu_block_on_two_threads_and_wide_layers(threads):
+    # Enough rows for the kernels to split them between threads (the row reduction of the
+    # weight gradients, the epilogues), with 37 channels, more than one 32-column block.
+    spec = BlockSpec((6, 5), "linear", "linear", "gelu", True)
+    flat = leaves_of(make_params(37, 6, (6, 5), "linear", "linear", True), spec)
+    x = torch.randn(2, 23, 25, 37, requires_grad=True)
+    grad_out = torch.randn(2, 23, 25, 37)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = run(x, flat, spec, "cpu", grad_out)
+    finally:
+        torch.set_num_threads(previous)
+    exact = run(*as_float64([x]), as_float64(flat), spec, "reference", grad_out.double())
+    for g, e in zip(got, exact, strict=True):
+        torch.testing.assert_close(g, e.to(g.dtype), rtol=1e-4, atol=1e-4)
+
+
 def relative(a, b):
     return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
