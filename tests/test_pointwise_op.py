@@ -131,8 +131,10 @@ def mlp_params(widths, requires_grad=True):
 
 
 @pytest.mark.parametrize("activation", list(ACTIVATIONS))
-@pytest.mark.parametrize("widths", [(3, 17, 5), (5, 7, 9, 2), (4, 1)])
+@pytest.mark.parametrize("widths", [(3, 17, 5), (5, 7, 9, 2), (4, 1), (3, 40), (40, 1, 40)])
 def test_channel_mlp_cpu_matches_float64_reference(widths, activation):
+    # (4, 1) and (40, 1, 40): layers of at most 4 outputs run as dot products; (3, 40): one
+    # layer, more than one 32-column block
     torch.manual_seed(2)
     weights, biases = mlp_params(widths)
     x = torch.randn(2, 11, 13, widths[0], requires_grad=True)

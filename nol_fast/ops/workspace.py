@@ -1,9 +1,9 @@
 """Scratch buffers of one kernel call: named, reused within the call, freed when it returns.
 
-The gradients between the layers of a block's backward pass, and the hidden values of a chunk
-of the channel MLP, live only inside one call, and each is dead as soon as the next layer has
-read it. A :class:`Workspace` made for the call hands out one buffer per name, so the call
-needs two or three activation-sized buffers whatever the number of its layers or chunks.
+The gradients between the layers of a block's backward pass live only inside one call, and
+each is dead as soon as the next layer has read it. A :class:`Workspace` made for the call hands
+out one buffer per name, so the call needs two or three activation-sized buffers whatever the
+number of its layers.
 
 The buffers are not kept between calls. They were, to spare a freshly allocated 4 MiB
 activation its thousand page faults every step; the Trainer now keeps freed memory in the

@@ -12,9 +12,10 @@ Forward, for ``x`` viewed as a ``(rows, channels)`` matrix (one row per grid poi
 
 The backward pass runs the same pieces in reverse: an epilogue pass (a multiply by the kept
 derivative, no activation math) gives the activation gradient, the bias and soft-gating
-gradients and the skip's input gradient at once; weight gradients are single GEMMs over all
-rows; every input gradient is accumulated into one buffer, the last contribution (the spectral
-convolution's) by its final GEMM.
+gradients and the skip's input gradient at once; each weight gradient is one float32
+reduction over all rows (:mod:`~nol_fast.ops.pointwise.row_reduction`); every input gradient
+is accumulated into one buffer, the last contribution (the spectral convolution's) by its final
+GEMM.
 
 Against the same block as separate torch ops (channels-first ``Conv1d`` layers, unfused bias,
 skip, activation and their gradients) this reads and writes each activation a few times
