@@ -46,7 +46,7 @@ void channel_mlp_forward(const ChannelMlp& args, int num_threads);
 void channel_mlp_backward(const ChannelMlp& args, int num_threads);
 
 namespace detail {
-// The loops compiled for AVX-512 (channel_mlp_avx512.cpp); called only on CPUs that have it.
+// The loops compiled for AVX-512 (kernels_avx512.cpp); called only on CPUs that have it.
 void channel_mlp_forward_avx512(const ChannelMlp& args, int num_threads);
 void channel_mlp_backward_avx512(const ChannelMlp& args, int num_threads);
 }  // namespace detail

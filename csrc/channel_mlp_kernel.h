@@ -1,5 +1,5 @@
 // The loops of the fused channel MLP (channel_mlp.h), compiled twice like the epilogues:
-// portable (channel_mlp.cpp) and for AVX-512 (channel_mlp_avx512.cpp).
+// portable (channel_mlp.cpp) and for AVX-512 (kernels_avx512.cpp).
 //
 // A thread takes its rows kMlpTileRows at a time. Tiles are float32 (rows, stride) buffers, the
 // stride being the widest layer rounded up to whole blocks of the block product; a layer's GEMM
@@ -281,25 +281,9 @@ inline int mlp_threads(const ChannelMlp& a, int num_threads) {
 // f(storage_tag, activation_tag).
 template <typename F>
 void with_storage_and_activation(const ChannelMlp& a, F f) {
-  auto by_activation = [&](auto storage_tag) {
-    switch (a.act) {
-      case Activation::kGelu:
-        return f(storage_tag, std::integral_constant<Activation, Activation::kGelu>{});
-      case Activation::kRelu:
-        return f(storage_tag, std::integral_constant<Activation, Activation::kRelu>{});
-      case Activation::kSilu:
-        return f(storage_tag, std::integral_constant<Activation, Activation::kSilu>{});
-      case Activation::kTanh:
-        return f(storage_tag, std::integral_constant<Activation, Activation::kTanh>{});
-      default:
-        return f(storage_tag, std::integral_constant<Activation, Activation::kNone>{});
-    }
-  };
-  if (a.storage == Storage::kBFloat16) {
-    by_activation(bf16{});
-  } else {
-    by_activation(float{});
-  }
+  with_storage(a.storage, [&](auto storage_tag) {
+    with_activation(a.act, [&](auto activation_tag) { f(storage_tag, activation_tag); });
+  });
 }
 
 inline void dispatch_mlp_forward(const ChannelMlp& a, int num_threads) {

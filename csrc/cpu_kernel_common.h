@@ -13,7 +13,7 @@
 
 namespace nol_fast {
 
-// Whether this CPU has the AVX-512 subsets that the *_avx512.cpp translation units target.
+// Whether this CPU has the AVX-512 subsets that kernels_avx512.cpp targets.
 inline bool cpu_has_avx512() {
 #if defined(__GNUC__) && defined(__x86_64__)
   static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&

@@ -1,6 +1,6 @@
 // The loops of the fused epilogues (pointwise_epilogue.h), as templates over the storage type,
 // the activation, the skip kind and what a call reads and writes. This header is compiled
-// twice: portable (pointwise_epilogue.cpp) and for AVX-512 (pointwise_epilogue_avx512.cpp), each
+// twice: portable (pointwise_epilogue.cpp) and for AVX-512 (kernels_avx512.cpp), each
 // translation unit instantiating the templates in its own anonymous namespace.
 //
 // The inner loops run flat over tiles of whole rows and hold only arithmetic and selects, so the
@@ -342,10 +342,37 @@ void with_flag(bool flag, F f) {
   }
 }
 
+// A run-time storage type as a compile-time one: calls f(float{}) or f(bf16{}).
+template <typename F>
+void with_storage(Storage storage, F f) {
+  if (storage == Storage::kBFloat16) {
+    f(bf16{});
+  } else {
+    f(float{});
+  }
+}
+
+// A run-time activation as a compile-time one: calls f(std::integral_constant<Activation, A>{}).
+template <typename F>
+void with_activation(Activation act, F f) {
+  switch (act) {
+    case Activation::kGelu:
+      return f(std::integral_constant<Activation, Activation::kGelu>{});
+    case Activation::kRelu:
+      return f(std::integral_constant<Activation, Activation::kRelu>{});
+    case Activation::kSilu:
+      return f(std::integral_constant<Activation, Activation::kSilu>{});
+    case Activation::kTanh:
+      return f(std::integral_constant<Activation, Activation::kTanh>{});
+    default:
+      return f(std::integral_constant<Activation, Activation::kNone>{});
+  }
+}
+
 // A run-time storage type and skip kind as compile-time ones.
 template <typename Args, typename F>
 void with_storage_and_skip(const Args& a, F f) {
-  auto by_skip = [&](auto storage_tag) {
+  with_storage(a.storage, [&](auto storage_tag) {
     switch (a.skip) {
       case SkipKind::kIdentity:
         return f(storage_tag, std::integral_constant<SkipKind, SkipKind::kIdentity>{});
@@ -354,12 +381,7 @@ void with_storage_and_skip(const Args& a, F f) {
       default:
         return f(storage_tag, std::integral_constant<SkipKind, SkipKind::kNone>{});
     }
-  };
-  if (a.storage == Storage::kBFloat16) {
-    by_skip(bf16{});
-  } else {
-    by_skip(float{});
-  }
+  });
 }
 
 inline void dispatch_forward(const EpilogueForward& a, int num_threads) {
@@ -367,19 +389,12 @@ inline void dispatch_forward(const EpilogueForward& a, int num_threads) {
     using T = decltype(storage_tag);
     constexpr SkipKind S = decltype(skip_tag)::value;
     with_flag(a.act_grad != nullptr, [&](auto keep_grad) {
-      constexpr bool K = decltype(keep_grad)::value;
-      switch (a.act) {
-        case Activation::kGelu:
-          return run_forward<T, Activation::kGelu, S, K>(a, num_threads);
-        case Activation::kRelu:
-          return run_forward<T, Activation::kRelu, S, K>(a, num_threads);
-        case Activation::kSilu:
-          return run_forward<T, Activation::kSilu, S, K>(a, num_threads);
-        case Activation::kTanh:
-          return run_forward<T, Activation::kTanh, S, K>(a, num_threads);
-        default:
-          return run_forward<T, Activation::kNone, S, false>(a, num_threads);
-      }
+      with_activation(a.act, [&](auto activation_tag) {
+        constexpr Activation A = decltype(activation_tag)::value;
+        // without an activation there is no derivative to keep
+        constexpr bool K = decltype(keep_grad)::value && A != Activation::kNone;
+        run_forward<T, A, S, K>(a, num_threads);
+      });
     });
   });
 }

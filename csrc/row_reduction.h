@@ -31,7 +31,7 @@ struct RowReduction {
 void reduce_rows(const RowReduction& args, int num_threads);
 
 namespace detail {
-// The loops compiled for AVX-512 (row_reduction_avx512.cpp); called only on CPUs that have it.
+// The loops compiled for AVX-512 (kernels_avx512.cpp); called only on CPUs that have it.
 void reduce_rows_avx512(const RowReduction& args, int num_threads);
 }  // namespace detail
 
