@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "channel_mlp.h"
@@ -53,7 +54,9 @@ inline std::vector<float> padded_rows(const float* m, int64_t out, int64_t in) {
 
 inline MlpWeights prepare_weights(const ChannelMlp& a, bool forward) {
   MlpWeights w;
-  for (int64_t l = 0; l <= a.layers; ++l) w.stride = std::max(w.stride, round_up(a.widths[l], kBlockN));
+  for (int64_t l = 0; l <= a.layers; ++l) {
+    w.stride = std::max(w.stride, round_up(a.widths[l], kBlockN));
+  }
   for (int64_t l = 0; l < a.layers; ++l) {
     const int64_t k = a.widths[l], n = a.widths[l + 1];
     if (forward) {
