@@ -45,10 +45,4 @@ struct ChannelMlp {
 void channel_mlp_forward(const ChannelMlp& args, int num_threads);
 void channel_mlp_backward(const ChannelMlp& args, int num_threads);
 
-namespace detail {
-// The loops compiled for AVX-512 (kernels_avx512.cpp); called only on CPUs that have it.
-void channel_mlp_forward_avx512(const ChannelMlp& args, int num_threads);
-void channel_mlp_backward_avx512(const ChannelMlp& args, int num_threads);
-}  // namespace detail
-
 }  // namespace nol_fast

@@ -1,5 +1,5 @@
 // The loops of the fused channel MLP (channel_mlp.h), compiled twice like the epilogues:
-// portable (channel_mlp.cpp) and for AVX-512 (kernels_avx512.cpp).
+// portable (cpu_kernels.cpp) and for AVX-512 (kernels_avx512.cpp).
 //
 // A thread takes its rows kMlpTileRows at a time. Tiles are float32 (rows, stride) buffers, the
 // stride being the widest layer rounded up to whole blocks of the block product; a layer's GEMM

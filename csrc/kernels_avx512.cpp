@@ -1,7 +1,7 @@
 // The CPU kernels' loops compiled for AVX-512 with FMA: the fused epilogues
 // (pointwise_epilogue_kernel.h), the row reduction (row_reduction_kernel.h) and the fused channel
-// MLP (channel_mlp_kernel.h). Each kernel's portable translation unit calls these only after
-// checking at run time that the CPU has these features (cpu_has_avx512).
+// MLP (channel_mlp_kernel.h). cpu_kernels.cpp calls these only after checking at run time that
+// the CPU has these features (cpu_has_avx512).
 #include <omp.h>
 
 #include <algorithm>
@@ -10,9 +10,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "channel_mlp.h"
-#include "pointwise_epilogue.h"
-#include "row_reduction.h"
+#include "kernels_avx512.h"
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #pragma GCC push_options

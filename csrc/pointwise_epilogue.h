@@ -66,11 +66,4 @@ struct EpilogueBackward {
 void epilogue_forward(const EpilogueForward& args, int num_threads);
 void epilogue_backward(const EpilogueBackward& args, int num_threads);
 
-namespace detail {
-// The loops compiled for AVX-512 (kernels_avx512.cpp); called only on CPUs that
-// have it.
-void epilogue_forward_avx512(const EpilogueForward& args, int num_threads);
-void epilogue_backward_avx512(const EpilogueBackward& args, int num_threads);
-}  // namespace detail
-
 }  // namespace nol_fast

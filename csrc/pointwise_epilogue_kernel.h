@@ -1,6 +1,6 @@
 // The loops of the fused epilogues (pointwise_epilogue.h), as templates over the storage type,
 // the activation, the skip kind and what a call reads and writes. This header is compiled
-// twice: portable (pointwise_epilogue.cpp) and for AVX-512 (kernels_avx512.cpp), each
+// twice: portable (cpu_kernels.cpp) and for AVX-512 (kernels_avx512.cpp), each
 // translation unit instantiating the templates in its own anonymous namespace.
 //
 // The inner loops run flat over tiles of whole rows and hold only arithmetic and selects, so the

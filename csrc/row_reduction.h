@@ -30,9 +30,4 @@ struct RowReduction {
 
 void reduce_rows(const RowReduction& args, int num_threads);
 
-namespace detail {
-// The loops compiled for AVX-512 (kernels_avx512.cpp); called only on CPUs that have it.
-void reduce_rows_avx512(const RowReduction& args, int num_threads);
-}  // namespace detail
-
 }  // namespace nol_fast

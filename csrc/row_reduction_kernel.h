@@ -1,5 +1,5 @@
 // The loops of the row reduction (row_reduction.h), compiled twice like the epilogues: portable
-// (row_reduction.cpp) and for AVX-512 (kernels_avx512.cpp).
+// (cpu_kernels.cpp) and for AVX-512 (kernels_avx512.cpp).
 //
 // Each thread takes a contiguous range of rows. It converts a tile of kTileRows rows of both
 // operands to float32, padded with zeros to whole blocks of the micro-kernel (kBlockM rows of

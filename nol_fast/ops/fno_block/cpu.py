@@ -77,7 +77,8 @@ def cpu_fno_block(x: torch.Tensor, params: BlockParams, spec: BlockSpec) -> list
     rows = x.reshape(-1, channels)
     act = spec.activation
     y, x_modes, w_modes = spectral.forward_modes(x, params.spectral_weight,
-                                        mode_index(spec.n_modes, grid, grid), grid, True)
+                                                 mode_index(spec.n_modes, grid, grid), grid,
+                                                 True)
     y = y.view(-1, channels)
     _add_linear_skip(y, spec.fno_skip, rows, params.fno_skip)
     grad1, a1 = epilogue_forward(y, params.spectral_bias, act,

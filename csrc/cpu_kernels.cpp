@@ -1,0 +1,49 @@
+// The CPU kernels' entry points: the portable loops of the fused epilogues
+// (pointwise_epilogue_kernel.h), the row reduction (row_reduction_kernel.h) and the fused
+// channel MLP (channel_mlp_kernel.h), or their AVX-512 builds (kernels_avx512.cpp) on CPUs
+// that have it.
+#include "channel_mlp.h"
+#include "channel_mlp_kernel.h"
+#include "cpu_kernel_common.h"
+#include "kernels_avx512.h"
+#include "pointwise_epilogue.h"
+#include "pointwise_epilogue_kernel.h"
+#include "row_reduction.h"
+#include "row_reduction_kernel.h"
+
+// Returns from the enclosing entry point with the AVX-512 build of `call` where the CPU has it.
+#if defined(__GNUC__) && defined(__x86_64__)
+#define NOL_FAST_USE_AVX512(call) \
+  if (cpu_has_avx512()) return detail::call
+#else
+#define NOL_FAST_USE_AVX512(call)
+#endif
+
+namespace nol_fast {
+
+void epilogue_forward(const EpilogueForward& args, int num_threads) {
+  NOL_FAST_USE_AVX512(epilogue_forward_avx512(args, num_threads));
+  dispatch_forward(args, num_threads);
+}
+
+void epilogue_backward(const EpilogueBackward& args, int num_threads) {
+  NOL_FAST_USE_AVX512(epilogue_backward_avx512(args, num_threads));
+  dispatch_backward(args, num_threads);
+}
+
+void reduce_rows(const RowReduction& args, int num_threads) {
+  NOL_FAST_USE_AVX512(reduce_rows_avx512(args, num_threads));
+  dispatch_reduction(args, num_threads);
+}
+
+void channel_mlp_forward(const ChannelMlp& args, int num_threads) {
+  NOL_FAST_USE_AVX512(channel_mlp_forward_avx512(args, num_threads));
+  dispatch_mlp_forward(args, num_threads);
+}
+
+void channel_mlp_backward(const ChannelMlp& args, int num_threads) {
+  NOL_FAST_USE_AVX512(channel_mlp_backward_avx512(args, num_threads));
+  dispatch_mlp_backward(args, num_threads);
+}
+
+}  // namespace nol_fast
