@@ -1,5 +1,5 @@
 // Scalar helpers of the CPU kernels that are compiled twice, portable and for AVX-512
-// (pointwise_epilogue_kernel.h, row_reduction_kernel.h): bfloat16 storage conversions, a
+// (pointwise_epilogue_kernel.h, row_reduction_kernel.h, mode_mixing_kernel.h, ...): bfloat16 storage conversions, a
 // multiply-add that is fused where the translation unit targets FMA, and the run-time check
 // that picks the AVX-512 loops.
 //
@@ -35,6 +35,13 @@ inline float madd_plain(float a, float b, float c) { return a * b + c; }
 inline float madd(float a, float b, float c) {
 #ifdef NOL_FAST_KERNEL_FMA
   return __builtin_fmaf(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+inline double madd(double a, double b, double c) {
+#ifdef NOL_FAST_KERNEL_FMA
+  return __builtin_fma(a, b, c);
 #else
   return a * b + c;
 #endif

@@ -1,11 +1,13 @@
 // The CPU kernels' entry points: the portable loops of the fused epilogues
-// (pointwise_epilogue_kernel.h), the row reduction (row_reduction_kernel.h) and the fused
-// channel MLP (channel_mlp_kernel.h), or their AVX-512 builds (kernels_avx512.cpp) on CPUs
-// that have it.
+// (pointwise_epilogue_kernel.h), the row reduction (row_reduction_kernel.h), the fused
+// channel MLP (channel_mlp_kernel.h) and the spectral channel mixing (mode_mixing_kernel.h), or
+// their AVX-512 builds (kernels_avx512.cpp) on CPUs that have it.
 #include "channel_mlp.h"
 #include "channel_mlp_kernel.h"
 #include "cpu_kernel_common.h"
 #include "kernels_avx512.h"
+#include "mode_mixing.h"
+#include "mode_mixing_kernel.h"
 #include "pointwise_epilogue.h"
 #include "pointwise_epilogue_kernel.h"
 #include "row_reduction.h"
@@ -44,6 +46,16 @@ void channel_mlp_forward(const ChannelMlp& args, int num_threads) {
 void channel_mlp_backward(const ChannelMlp& args, int num_threads) {
   NOL_FAST_USE_AVX512(channel_mlp_backward_avx512(args, num_threads));
   dispatch_mlp_backward(args, num_threads);
+}
+
+void mode_mixing_forward(const ModeMixing& args, int num_threads) {
+  NOL_FAST_USE_AVX512(mode_mixing_forward_avx512(args, num_threads));
+  dispatch_mixing_forward(args, num_threads);
+}
+
+void mode_mixing_backward(const ModeMixing& args, int num_threads) {
+  NOL_FAST_USE_AVX512(mode_mixing_backward_avx512(args, num_threads));
+  dispatch_mixing_backward(args, num_threads);
 }
 
 }  // namespace nol_fast

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "channel_mlp.h"
+#include "mode_mixing.h"
 #include "pointwise_epilogue.h"
 #include "row_reduction.h"
 
@@ -14,6 +15,8 @@ void epilogue_backward_avx512(const EpilogueBackward& args, int num_threads);
 void reduce_rows_avx512(const RowReduction& args, int num_threads);
 void channel_mlp_forward_avx512(const ChannelMlp& args, int num_threads);
 void channel_mlp_backward_avx512(const ChannelMlp& args, int num_threads);
+void mode_mixing_forward_avx512(const ModeMixing& args, int num_threads);
+void mode_mixing_backward_avx512(const ModeMixing& args, int num_threads);
 
 }  // namespace detail
 }  // namespace nol_fast

@@ -17,6 +17,7 @@
 
 #include "channel_mlp.h"
 #include "darcy_residual.h"
+#include "mode_mixing.h"
 #include "multi_tensor_optim.h"
 #include "pointwise_epilogue.h"
 #include "row_reduction.h"
@@ -201,6 +202,62 @@ void reduce_rows(int64_t rows, int64_t m, int64_t n, int64_t a, int64_t lda, int
   nol_fast::reduce_rows(args, num_threads);
 }
 
+nol_fast::ModeMixing mode_mixing_args(int64_t batch, int64_t modes, int64_t in_ch,
+                                      int64_t out_ch, int64_t x,
+                                      const std::vector<int64_t>& x_strides, int64_t y,
+                                      const std::vector<int64_t>& y_strides, int64_t weight,
+                                      int64_t w_modes, int64_t w_offset, int storage,
+                                      const char* name) {
+  if (storage < 0 || storage > 2) {
+    throw std::invalid_argument(std::string(name) + ": storage code out of range");
+  }
+  if (batch < 0 || modes < 0 || in_ch < 1 || out_ch < 1 || w_modes < 1 ||
+      x_strides.size() != 4 || y_strides.size() != 4) {
+    throw std::invalid_argument(std::string(name) + ": bad sizes or strides");
+  }
+  nol_fast::ModeMixing args{};
+  args.batch = batch;
+  args.modes = modes;
+  args.in_ch = in_ch;
+  args.out_ch = out_ch;
+  args.x = pointer<const void>(x);
+  args.y = pointer<void>(y);
+  for (int d = 0; d < 4; ++d) {
+    args.x_stride[d] = x_strides[d];
+    args.y_stride[d] = y_strides[d];
+  }
+  args.weight = pointer<const void>(weight);
+  args.w_modes = w_modes;
+  args.w_offset = pointer<const int64_t>(w_offset);
+  args.storage = static_cast<nol_fast::MixingStorage>(storage);
+  return args;
+}
+
+void mode_mixing_forward(int64_t batch, int64_t modes, int64_t in_ch, int64_t out_ch, int64_t x,
+                         const std::vector<int64_t>& x_strides, int64_t y,
+                         const std::vector<int64_t>& y_strides, int64_t weight, int64_t w_modes,
+                         int64_t w_offset, int storage, int num_threads) {
+  const nol_fast::ModeMixing args =
+      mode_mixing_args(batch, modes, in_ch, out_ch, x, x_strides, y, y_strides, weight, w_modes,
+                       w_offset, storage, "mode_mixing_forward");
+  py::gil_scoped_release release;
+  nol_fast::mode_mixing_forward(args, num_threads);
+}
+
+void mode_mixing_backward(int64_t batch, int64_t modes, int64_t in_ch, int64_t out_ch,
+                          int64_t x, const std::vector<int64_t>& x_strides, int64_t grad_y,
+                          const std::vector<int64_t>& y_strides, int64_t weight, int64_t w_modes,
+                          int64_t w_offset, int64_t grad_x, int64_t grad_weight, int storage,
+                          int num_threads) {
+  nol_fast::ModeMixing args =
+      mode_mixing_args(batch, modes, in_ch, out_ch, x, x_strides, grad_y, y_strides, weight,
+                       w_modes, w_offset, storage, "mode_mixing_backward");
+  args.grad_x = pointer<void>(grad_x);
+  args.grad_weight = pointer<void>(grad_weight);
+  py::gil_scoped_release release;
+  nol_fast::mode_mixing_backward(args, num_threads);
+}
+
 nol_fast::DarcyGrid darcy_grid(int64_t planes, int64_t nx, int64_t ny, double hx, double hy,
                                bool periodic_x, bool periodic_y, int radius,
                                const std::vector<double>& table) {
@@ -348,6 +405,19 @@ PYBIND11_MODULE(_C, m) {
         "(see nol_fast.ops.pointwise.row_reduction).",
         py::arg("rows"), py::arg("m"), py::arg("n"), py::arg("a"), py::arg("lda"), py::arg("b"),
         py::arg("ldb"), py::arg("out"), py::arg("storage"), py::arg("num_threads"));
+  m.def("mode_mixing_forward", &mode_mixing_forward,
+        "y = x @ W on every kept Fourier mode, complex, for spectra given by strides (see "
+        "nol_fast.ops.spectral_conv.mixing).",
+        py::arg("batch"), py::arg("modes"), py::arg("in_ch"), py::arg("out_ch"), py::arg("x"),
+        py::arg("x_strides"), py::arg("y"), py::arg("y_strides"), py::arg("weight"),
+        py::arg("w_modes"), py::arg("w_offset"), py::arg("storage"), py::arg("num_threads"));
+  m.def("mode_mixing_backward", &mode_mixing_backward,
+        "Gradients of mode_mixing_forward: the input spectrum's, and the weight's on the kept "
+        "modes (see nol_fast.ops.spectral_conv.mixing).",
+        py::arg("batch"), py::arg("modes"), py::arg("in_ch"), py::arg("out_ch"), py::arg("x"),
+        py::arg("x_strides"), py::arg("grad_y"), py::arg("y_strides"), py::arg("weight"),
+        py::arg("w_modes"), py::arg("w_offset"), py::arg("grad_x"), py::arg("grad_weight"),
+        py::arg("storage"), py::arg("num_threads"));
   m.def("darcy_residual_forward_cpu", &darcy_residual_forward_cpu,
         "The Darcy residual -div(a grad u) - f on 2-D planes and its mean square (see "
         "nol_fast.ops.darcy_residual.cpu).",

@@ -63,22 +63,20 @@ def _empty(like: torch.Tensor) -> torch.Tensor:
 
 
 def cpu_fno_block(x: torch.Tensor, params: BlockParams, spec: BlockSpec) -> list[torch.Tensor]:
-    """``[out, grad1, a1, grad_hidden, hidden, grad2, x_modes, w_modes]`` for ``x: (B, *grid, C)``.
+    """``[out, grad1, a1, grad_hidden, hidden, grad2, x_modes]`` for ``x: (B, *grid, C)``.
 
     ``grad1``, ``grad_hidden`` and ``grad2`` are the derivatives of the block's two activations
     and of the MLP's GELU at their inputs; ``a1`` (the MLP's input) and ``hidden`` (its hidden
     values) are the inputs of weight gradients. Those the backward pass does not need are
-    empty; see :func:`cpu_fno_block_backward`. ``x_modes`` is the real view of the kept input
-    spectrum, ``(modes, B, C, 2)``, and ``w_modes`` that of the spectral weight in the layout of
-    the channel mixing, ``(modes, C, C, 2)``, kept so that the backward pass need not gather it
-    again.
+    empty; see :func:`cpu_fno_block_backward`. ``x_modes`` is the kept input spectrum as the
+    truncated DFTs leave it: real and imaginary parts, ``(B, 2, modes, C)``, in the dtype of
+    ``x``.
     """
     grid, channels = tuple(x.shape[1:-1]), x.shape[-1]
     rows = x.reshape(-1, channels)
     act = spec.activation
-    y, x_modes, w_modes = spectral.forward_modes(x, params.spectral_weight,
-                                                 mode_index(spec.n_modes, grid, grid), grid,
-                                                 True)
+    y, x_modes = spectral.forward_modes(x, params.spectral_weight,
+                                        mode_index(spec.n_modes, grid, grid), grid, True)
     y = y.view(-1, channels)
     _add_linear_skip(y, spec.fno_skip, rows, params.fno_skip)
     grad1, a1 = epilogue_forward(y, params.spectral_bias, act,
@@ -97,7 +95,7 @@ def cpu_fno_block(x: torch.Tensor, params: BlockParams, spec: BlockSpec) -> list
         grad2, out = epilogue_forward(a1, _zeros(channels), act)
     saved = [grad1, a1 if spec.use_mlp else None, grad_hidden, hidden, grad2]
     return [out.view(x.shape), *(_empty(x) if t is None else t for t in saved),
-            torch.view_as_real(x_modes), torch.view_as_real(w_modes)]
+            x_modes]
 
 
 def cpu_fno_block_backward(
@@ -111,7 +109,7 @@ def cpu_fno_block_backward(
     """
     grid, channels = tuple(x.shape[1:-1]), x.shape[-1]
     rows = x.reshape(-1, channels)
-    grad1, a1, grad_hidden, hidden, grad2, x_modes, w_modes = (
+    grad1, a1, grad_hidden, hidden, grad2, x_modes = (
         t if t.numel() else None for t in saved)
     g = grad_out.reshape(-1, channels)
     dtype, wide = g.dtype, g.shape
@@ -156,7 +154,6 @@ def cpu_fno_block_backward(
     elif spec.fno_skip == "soft-gating":
         grads.fno_skip = gate1
     grad_x, grads.spectral_weight = spectral.backward_modes(
-        g1.view(x.shape), torch.view_as_complex(x_modes), params.spectral_weight,
-        mode_index(spec.n_modes, grid, grid), grid, True,
-        None if grad_x is None else grad_x.view(x.shape), torch.view_as_complex(w_modes))
+        g1.view(x.shape), x_modes, params.spectral_weight, mode_index(spec.n_modes, grid, grid),
+        grid, True, None if grad_x is None else grad_x.view(x.shape))
     return grad_x, grads

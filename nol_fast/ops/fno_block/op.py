@@ -42,7 +42,7 @@ def _spec(n_modes: list[int], fno_skip: str, mlp_skip: str, activation: str,
 def _fno_block(x: torch.Tensor, params: list[torch.Tensor], n_modes: list[int], fno_skip: str,
                mlp_skip: str, activation: str, use_mlp: bool) -> list[torch.Tensor]:
     # x: (batch, *grid, channels)
-    #   -> [out, grad1, a1, grad_hidden, hidden, grad2, x_modes, w_modes]
+    #   -> [out, grad1, a1, grad_hidden, hidden, grad2, x_modes]
     spec = _spec(n_modes, fno_skip, mlp_skip, activation, use_mlp)
     with torch.autocast("cpu", enabled=False):
         return cpu.cpu_fno_block(x, unpack(params, spec), spec)
@@ -61,14 +61,12 @@ def _(x, params, n_modes, fno_skip, mlp_skip, activation, use_mlp):
         return x.new_empty(shape if present else (0,), dtype=dtype)
 
     n_kept = math.prod(mode_index(n_modes, grid, grid).kept)
-    real = torch.float64 if x.dtype == torch.float64 else torch.float32
     return [x.new_empty(x.shape),
             maybe((rows, channels), activated, grad=True),
             maybe((rows, channels), use_mlp),
             maybe((rows, width), use_mlp, grad=True), maybe((rows, width), use_mlp),
             maybe((rows, channels), activated, grad=True),
-            x.new_empty((n_kept, x.shape[0], channels, 2), dtype=real),
-            x.new_empty((n_kept, channels, channels, 2), dtype=real)]
+            x.new_empty((x.shape[0], 2, n_kept, channels))]
 
 
 @torch.library.custom_op("nol_fast::fno_block_backward", mutates_args=(), device_types="cpu")

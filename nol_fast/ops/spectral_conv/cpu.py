@@ -37,7 +37,13 @@ from dataclasses import dataclass
 
 import torch
 
-from nol_fast.ops.spectral_conv.modes import ModeIndex, gather_modes, scatter_modes
+from nol_fast.ops.spectral_conv.mixing import (
+    mix_modes,
+    mix_modes_backward,
+    spectrum_shape,
+    weight_dtype,
+)
+from nol_fast.ops.spectral_conv.modes import ModeIndex
 
 
 @dataclass(frozen=True)
@@ -220,85 +226,47 @@ def synthesis_adjoint(g: torch.Tensor, plan: DFTPlan, channels_last: bool) -> to
     return g
 
 
-def to_modes(t: torch.Tensor, batch: int, channels: int, n_kept: int, channels_last: bool
-             ) -> torch.Tensor:
-    """Real-part layout of :func:`analysis` to complex ``(modes, batch, channels)``."""
-    if channels_last:
-        parts = t.view(batch, 2, n_kept, channels).permute(2, 0, 3, 1)
-    else:
-        parts = t.view(batch, channels, 2, n_kept).permute(3, 0, 1, 2)
-    real = torch.float64 if t.dtype == torch.float64 else torch.float32
-    return torch.view_as_complex(parts.to(real).contiguous())
-
-
-def from_modes(z: torch.Tensor, channels_last: bool, dtype: torch.dtype) -> torch.Tensor:
-    """Complex ``(modes, batch, channels)`` to the real-part layout :func:`synthesis` takes."""
-    parts = torch.view_as_real(z)  # (modes, batch, channels, 2)
-    order = (1, 3, 0, 2) if channels_last else (1, 2, 3, 0)
-    return parts.permute(order).to(dtype).contiguous()
-
-
-def weight_modes(weight: torch.Tensor, index: ModeIndex) -> torch.Tensor:
-    """The weight on the kept modes, ``(modes, in, out)`` complex, the layout of the mixing."""
-    w = gather_modes(weight, index.w_index, index.n_last)
-    return w.reshape(w.shape[0], w.shape[1], -1).permute(2, 0, 1).contiguous()
-
-
-def weight_grad(grad_modes: torch.Tensor, index: ModeIndex, weight_shape: Sequence[int]
-                ) -> torch.Tensor:
-    """Inverse layout of :func:`weight_modes`: ``(modes, in, out)`` to the weight's shape."""
-    block = grad_modes.permute(1, 2, 0).reshape(*grad_modes.shape[1:], *index.kept)
-    return scatter_modes(block, index.w_index, index.n_last, weight_shape[2:])
-
-
 def forward_modes(
     x: torch.Tensor, weight: torch.Tensor, index: ModeIndex, out_grid: Sequence[int],
     channels_last: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(y, x_modes, w_modes)`` in either layout.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(y, x_modes)`` in either layout.
 
-    ``x_modes`` is ``(modes, batch, in)`` complex; ``w_modes`` is the weight in the layout of
-    the mixing (:func:`weight_modes`), which :func:`backward_modes` can take instead of
-    gathering it again. ``x`` may be float32, float64 or bfloat16; the channel mixing runs in
-    (at least) float32 complex and ``y`` has the dtype of ``x``.
+    ``x_modes`` is the kept input spectrum as :func:`analysis` leaves it, real parts in the
+    dtype of ``x`` (:func:`~nol_fast.ops.spectral_conv.mixing.spectrum_shape`), which
+    :func:`backward_modes` takes back. ``x`` may be float32, float64 or
+    bfloat16; the channel mixing (:func:`~nol_fast.ops.spectral_conv.mixing.mix_modes`) runs in
+    complex float32 (complex float64 for float64) and ``y`` has the dtype of ``x``.
     """
     batch = x.shape[0]
     in_grid = x.shape[1:-1] if channels_last else x.shape[2:]
     plan = plan_for(index, in_grid, out_grid, x.dtype, x.device)
-    n_kept = _prod(plan.kept)
-    x_modes = to_modes(analysis(x, plan, channels_last), batch,
-                       x.shape[-1] if channels_last else x.shape[1], n_kept, channels_last)
-    w = weight_modes(weight, index)
-    z = torch.bmm(x_modes.to(w.dtype), w)  # (modes, batch, out)
-    y = synthesis(from_modes(z, channels_last, x.dtype), plan, channels_last, batch,
-                  weight.shape[1])
-    return y, x_modes, w
+    in_channels = x.shape[-1] if channels_last else x.shape[1]
+    x_modes = analysis(x, plan, channels_last).view(
+        spectrum_shape(batch, in_channels, _prod(plan.kept), channels_last))
+    z = mix_modes(x_modes, weight.to(weight_dtype(x.dtype)).contiguous(), index, channels_last)
+    y = synthesis(z, plan, channels_last, batch, weight.shape[1])
+    return y, x_modes
 
 
 def backward_modes(
     grad_y: torch.Tensor, x_modes: torch.Tensor, weight: torch.Tensor, index: ModeIndex,
     in_grid: Sequence[int], channels_last: bool, grad_x: torch.Tensor | None = None,
-    w_modes: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients ``(grad_x, grad_weight)`` of :func:`forward_modes`.
 
-    With ``grad_x`` given (the layout and dtype of the input), the input gradient is added
-    into it and returned. ``w_modes`` is the forward pass's, if it was kept.
+    ``x_modes`` is the forward pass's, and ``grad_y`` has its dtype. With ``grad_x`` given (the
+    layout and dtype of the input), the input gradient is added into it and returned.
     """
     batch = grad_y.shape[0]
     out_grid = grad_y.shape[1:-1] if channels_last else grad_y.shape[2:]
-    in_channels, out_channels = weight.shape[:2]
     plan = plan_for(index, in_grid, out_grid, grad_y.dtype, grad_y.device)
-    n_kept = _prod(plan.kept)
-    g = to_modes(synthesis_adjoint(grad_y, plan, channels_last), batch, out_channels, n_kept,
-                 channels_last).to(weight.dtype)
-    # g: (modes, batch, out)
-    w = weight_modes(weight, index) if w_modes is None else w_modes
-    grad_x_modes = torch.bmm(g, w.conj().transpose(1, 2))
-    grad_w = torch.bmm(x_modes.to(weight.dtype).conj().transpose(1, 2), g)
-    grad_x = analysis_adjoint(from_modes(grad_x_modes, channels_last, grad_y.dtype), plan,
-                              channels_last, batch, in_channels, grad_x)
-    return grad_x, weight_grad(grad_w, index, weight.shape)
+    g = synthesis_adjoint(grad_y, plan, channels_last).view(
+        spectrum_shape(batch, weight.shape[1], _prod(plan.kept), channels_last))
+    w = weight.to(weight_dtype(grad_y.dtype)).contiguous()
+    grad_x_modes, grad_w = mix_modes_backward(g, x_modes, w, index, channels_last)
+    grad_x = analysis_adjoint(grad_x_modes, plan, channels_last, batch, weight.shape[0], grad_x)
+    return grad_x, grad_w.to(weight.dtype)
 
 
 def cpu_forward(
@@ -315,9 +283,10 @@ def cpu_forward(
     >>> y.shape, x_modes.shape
     (torch.Size([2, 4, 16, 16]), torch.Size([2, 3, 6, 4]))
     """
-    y, x_modes, _ = forward_modes(x.contiguous(), weight, index, out_grid, channels_last=False)
-    # x_modes: (modes, batch, in) -> (batch, in, *kept)
-    return y, x_modes.permute(1, 2, 0).reshape(*x_modes.shape[1:], *index.kept)
+    y, x_modes = forward_modes(x.contiguous(), weight, index, out_grid, channels_last=False)
+    # x_modes: (batch, in, 2, modes) real -> (batch, in, *kept) complex
+    parts = x_modes.view(*x.shape[:2], 2, -1).transpose(2, 3)
+    return y, torch.view_as_complex(parts.contiguous()).view(*x.shape[:2], *index.kept)
 
 
 def cpu_backward(
@@ -325,6 +294,7 @@ def cpu_backward(
     in_grid: Sequence[int],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients ``(grad_x, grad_weight)`` of :func:`cpu_forward` (adjoint DFTs)."""
-    modes = x_modes.reshape(*x_modes.shape[:2], -1).permute(2, 0, 1)
-    return backward_modes(grad_y.contiguous(), modes, weight, index, in_grid,
+    # x_modes: (batch, in, *kept) complex -> (batch, in, 2, modes) real, the forward's layout
+    parts = torch.view_as_real(x_modes).reshape(*x_modes.shape[:2], -1, 2).transpose(2, 3)
+    return backward_modes(grad_y.contiguous(), parts.contiguous(), weight, index, in_grid,
                           channels_last=False)
