@@ -156,6 +156,21 @@ def test_opcheck_and_no_grad():
                                    rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_eager_path_matches_the_custom_op(dtype):
+    # Eager calls bypass the dispatcher (EagerOp); torch.compile calls the custom op: both run
+    # the same kernels, so output and gradients agree exactly.
+    spec = BlockSpec((4, 4), "linear", "soft-gating", "gelu", True)
+    flat = leaves_of(make_params(5, 3, (4, 4), "linear", "soft-gating", True), spec)
+    x = torch.randn(2, 7, 6, 5, dtype=dtype, requires_grad=True)
+    grad_out = torch.randn(2, 7, 6, 5, dtype=dtype)
+    eager = run(x, flat, spec, "cpu", grad_out)
+    out = torch.ops.nol_fast.fno_block(x, flat, [4, 4], "linear", "soft-gating", "gelu", True)[0]
+    op = [out, *torch.autograd.grad(out, [x, *flat], grad_out)]
+    for got, want in zip(eager, op, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
 def test_spec_rejects_unknown_skip():
     with pytest.raises(ValueError, match=r"fno_skip must be one of .* got 'gated'"):
         BlockSpec((4,), "gated", "none", "gelu", False)

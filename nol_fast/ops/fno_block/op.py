@@ -5,7 +5,8 @@ layers, skips, activations and their gradients. In channels-last layout ``(batch
 channels)`` all of them are GEMMs over the grid points or single passes over the activations,
 and the spectral convolution's truncated DFTs run in the same layout, so a block needs no
 transpose. The op returns what its backward op (``nol_fast::fno_block_backward``) needs next to
-its output; torch.compile sees two opaque nodes with fake implementations.
+its output; torch.compile sees two opaque nodes with fake implementations. Eager calls run the
+same kernels without the dispatcher (:class:`~nol_fast.ops.eager.EagerOp`).
 
 Backends (chosen as for ``nol_fast::channel_mlp``, see
 :func:`~nol_fast.ops.pointwise.op.resolve_layer_backend`):
@@ -23,9 +24,11 @@ convolution's channel mixing stays in complex float32, and parameter gradients a
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
+from nol_fast.ops.eager import EagerOp
 from nol_fast.ops.fno_block import cpu, reference
 from nol_fast.ops.fno_block.spec import BlockParams, BlockSpec, pack, unpack
 from nol_fast.ops.pointwise.epilogue import GRAD_DTYPES
@@ -38,14 +41,34 @@ def _spec(n_modes: list[int], fno_skip: str, mlp_skip: str, activation: str,
     return BlockSpec(tuple(n_modes), fno_skip, mlp_skip, activation, use_mlp)
 
 
+@dataclass(frozen=True)
+class _Kernels:
+    """The CPU kernels of one block (:class:`~nol_fast.ops.eager.Kernels`), shared by the custom
+    ops and :class:`~nol_fast.ops.eager.EagerOp`."""
+
+    spec: BlockSpec
+
+    def forward(self, x: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
+        # x: (batch, *grid, channels) -> [out, grad1, a1, grad_hidden, hidden, grad2, x_modes]
+        with torch.autocast("cpu", enabled=False):
+            return cpu.cpu_fno_block(x, unpack(params, self.spec), self.spec)
+
+    def backward(self, grad_out: torch.Tensor, x: torch.Tensor, params: list[torch.Tensor],
+                 saved: list[torch.Tensor], needs_input_grad: bool = True
+                 ) -> list[torch.Tensor]:
+        # [grad_x, *grads of params]
+        with torch.autocast("cpu", enabled=False):
+            grad_x, grads = cpu.cpu_fno_block_backward(grad_out, x,
+                                                       unpack(params, self.spec), saved,
+                                                       self.spec)
+        return [grad_x, *(g.contiguous() for g in pack(grads, self.spec))]
+
+
 @torch.library.custom_op("nol_fast::fno_block", mutates_args=(), device_types="cpu")
 def _fno_block(x: torch.Tensor, params: list[torch.Tensor], n_modes: list[int], fno_skip: str,
                mlp_skip: str, activation: str, use_mlp: bool) -> list[torch.Tensor]:
-    # x: (batch, *grid, channels)
-    #   -> [out, grad1, a1, grad_hidden, hidden, grad2, x_modes]
     spec = _spec(n_modes, fno_skip, mlp_skip, activation, use_mlp)
-    with torch.autocast("cpu", enabled=False):
-        return cpu.cpu_fno_block(x, unpack(params, spec), spec)
+    return _Kernels(spec).forward(x, params)
 
 
 @_fno_block.register_fake
@@ -75,12 +98,8 @@ def _fno_block_backward(
     saved: list[torch.Tensor], n_modes: list[int], fno_skip: str, mlp_skip: str,
     activation: str, use_mlp: bool,
 ) -> list[torch.Tensor]:
-    # returns [grad_x, *grads of params]
     spec = _spec(n_modes, fno_skip, mlp_skip, activation, use_mlp)
-    with torch.autocast("cpu", enabled=False):
-        grad_x, grads = cpu.cpu_fno_block_backward(grad_out, x, unpack(params, spec), saved,
-                                                   spec)
-    return [grad_x, *(g.contiguous() for g in pack(grads, spec))]
+    return _Kernels(spec).backward(grad_out, x, params, saved)
 
 
 @_fno_block_backward.register_fake
@@ -145,5 +164,7 @@ def fno_block(x: torch.Tensor, params: BlockParams, spec: BlockSpec,
     x = x.to(compute_dtype(x))
     if resolve_layer_backend(backend, x) == "reference":
         return reference.reference_fno_block(x, params, spec)
+    if not torch.compiler.is_compiling():
+        return EagerOp.apply(_Kernels(spec), x.contiguous(), *pack(params, spec))
     return _fno_block(x.contiguous(), pack(params, spec), list(spec.n_modes), spec.fno_skip,
                       spec.mlp_skip, spec.activation, spec.use_mlp)[0]

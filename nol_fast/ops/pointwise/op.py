@@ -5,7 +5,8 @@ The FNO's lifting and projection are pointwise MLPs. In channels-last layout
 close to its GEMM speed, whereas the channels-first ``Conv1d`` of the public layer runs far below
 it. The op returns the hidden layers' pre-activations next to the output, from which its
 backward op (``nol_fast::channel_mlp_backward``) recomputes the activations; torch.compile sees
-two opaque nodes with fake implementations.
+two opaque nodes with fake implementations. Eager calls run the same kernels without the
+dispatcher (:class:`~nol_fast.ops.eager.EagerOp`).
 
 Backends
 --------
@@ -30,9 +31,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
+from nol_fast.ops.eager import EagerOp
 from nol_fast.ops.extension import missing
 from nol_fast.ops.pointwise import cpu, reference
 from nol_fast.ops.pointwise.epilogue import STORAGE_CODES
@@ -88,13 +91,35 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype
 
 
+@dataclass(frozen=True)
+class _Kernels:
+    """The CPU kernels of one MLP (:class:`~nol_fast.ops.eager.Kernels`), shared by the custom
+    ops and :class:`~nol_fast.ops.eager.EagerOp`; ``params`` are the weights, then the biases."""
+
+    n_layers: int
+    activation: str
+
+    def forward(self, x: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
+        # x: (..., in); weights[i]: (out_i, in_i); returns [out, *pre_activations]
+        n = self.n_layers
+        with torch.autocast("cpu", enabled=False):
+            out, pres = cpu.cpu_channel_mlp(x, params[:n], params[n:], self.activation)
+        return [out, *pres]
+
+    def backward(self, grad_out: torch.Tensor, x: torch.Tensor, params: list[torch.Tensor],
+                 saved: list[torch.Tensor], needs_input_grad: bool) -> list[torch.Tensor | None]:
+        # [grad_x (None unless needs_input_grad), *grad_weights, *grad_biases]
+        n = self.n_layers
+        with torch.autocast("cpu", enabled=False):
+            grad_x, grad_w, grad_b = cpu.cpu_channel_mlp_backward(
+                grad_out, x, params[:n], params[n:], saved, self.activation, needs_input_grad)
+        return [grad_x, *grad_w, *grad_b]
+
+
 @torch.library.custom_op("nol_fast::channel_mlp", mutates_args=(), device_types="cpu")
 def _channel_mlp(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor],
                  activation: str) -> list[torch.Tensor]:
-    # x: (..., in); weights[i]: (out_i, in_i); returns [out, *pre_activations]
-    with torch.autocast("cpu", enabled=False):
-        out, pres = cpu.cpu_channel_mlp(x, weights, biases, activation)
-    return [out, *pres]
+    return _Kernels(len(weights), activation).forward(x, [*weights, *biases])
 
 
 @_channel_mlp.register_fake
@@ -111,10 +136,9 @@ def _channel_mlp_backward(
     needs_input_grad: bool,
 ) -> list[torch.Tensor]:
     # returns [grad_x (empty unless needs_input_grad), *grad_weights, *grad_biases]
-    with torch.autocast("cpu", enabled=False):
-        grad_x, grad_w, grad_b = cpu.cpu_channel_mlp_backward(
-            grad_out, x, weights, biases, pres, activation, needs_input_grad)
-    return [x.new_empty(0) if grad_x is None else grad_x, *grad_w, *grad_b]
+    grad_x, *grads = _Kernels(len(weights), activation).backward(
+        grad_out, x, [*weights, *biases], pres, needs_input_grad)
+    return [x.new_empty(0) if grad_x is None else grad_x, *grads]
 
 
 @_channel_mlp_backward.register_fake
@@ -184,4 +208,7 @@ def channel_mlp(
     x = x.to(compute_dtype(x))
     if resolve_layer_backend(backend, x) == "reference":
         return reference.reference_channel_mlp(x, weights, biases, activation)
+    if not torch.compiler.is_compiling():
+        return EagerOp.apply(_Kernels(len(weights), activation), x.contiguous(), *weights,
+                             *biases)
     return _channel_mlp(x.contiguous(), list(weights), list(biases), activation)[0]
