@@ -5,8 +5,8 @@
 // run over blocks of kModeBlock kept modes, with the modes in the vector lanes, and read the
 // weight in its own order, each entry's run of modes once per call: no transposed copy of the
 // weight is made (a copy per mode costs more than the products: every entry of one mode sits on
-// its own cache line). For each block of modes, split among the threads:
-// 1. the block's spectrum rows (a few KiB) are copied into buffers with the modes innermost,
+// its own cache line). Each thread takes an equal share of the modes; for each block:
+// 1. the block's spectrum rows (tens of KiB) are copied into buffers with the modes innermost,
 //    real and imaginary parts apart, in the weight's precision, and so is the block of the weight;
 // 2. the products run on those buffers: y[b][o] = sum_i x[b][i] w[i][o], kBatchBlock samples at
 //    a time whose accumulators stay in registers over i (the input gradient likewise, with
@@ -127,17 +127,19 @@ inline bool consecutive(const ModeMixing& p, int64_t m0, int64_t count) {
   return true;
 }
 
-// The weight's entries (i, o) on kept modes [m0, m0 + count) as block rows i * out + o, and
+// The weight's entries (i, o) on kept modes [m0, m0 + count) as block rows i * cols + o, and
 // zeros in the lanes past count.
 template <typename A>
-void load_weight(const ModeMixing& p, int64_t m0, int64_t count, const Block<A>& out) {
+void load_weight(const ModeMixing& p, int64_t m0, int64_t count, const Block<A>& out,
+                 int64_t cols) {
   const A* w = static_cast<const A*>(p.weight);
   const int64_t* at = p.w_offset + m0;
   const bool run = consecutive(p, m0, count);
   for (int64_t e = 0; e < p.in_ch * p.out_ch; ++e) {
     const A* entry = w + 2 * e * p.w_modes;
-    A* re = out.re(e);
-    A* im = out.im(e);
+    const int64_t row = e / p.out_ch * cols + e % p.out_ch;
+    A* re = out.re(row);
+    A* im = out.im(row);
     if (run) {
       const A* values = entry + 2 * at[0];
 #pragma omp simd
@@ -219,15 +221,16 @@ void batch_product(const Block<A>& a, int64_t a_cols, const Block<A>& w, int64_t
 }
 
 // grad_w[i][o] = sum over b of conj(x[b][i]) g[b][o] for o in [o0, o0 + kOutBlock); the rows
-// of g (b * out_cols + o) and grad_w (i * out_cols + o) have columns for them all.
+// are b * in_cols + i of x, b * out_cols + o of g and i * out_cols + o of grad_w, which have
+// columns for all those o.
 template <typename A>
-void weight_gradient(const Block<A>& x, const Block<A>& g, int64_t batch, int64_t in_ch,
-                     int64_t out_cols, int64_t i, int64_t o0, const Block<A>& grad_w) {
+void weight_gradient(const Block<A>& x, int64_t in_cols, const Block<A>& g, int64_t out_cols,
+                     int64_t batch, int64_t i, int64_t o0, const Block<A>& grad_w) {
   A acc_re[kOutBlock][kModeBlock] = {};
   A acc_im[kOutBlock][kModeBlock] = {};
   for (int64_t b = 0; b < batch; ++b) {
-    const A* xr = x.re(b * in_ch + i);
-    const A* xi = x.im(b * in_ch + i);
+    const A* xr = x.re(b * in_cols + i);
+    const A* xi = x.im(b * in_cols + i);
     for (int64_t r = 0; r < kOutBlock; ++r) {
       const A* gr = g.re(b * out_cols + o0 + r);
       const A* gi = g.im(b * out_cols + o0 + r);
@@ -249,30 +252,41 @@ void weight_gradient(const Block<A>& x, const Block<A>& g, int64_t batch, int64_
   }
 }
 
-// Runs body(m0, count) for every block of kept modes, the blocks split among the threads.
+// Runs body(m0, count) over blocks of at most kModeBlock kept modes, each thread on an equal
+// share of the modes: a 1-D layer keeps few modes (9 of a 1024-point grid with 16 modes), one
+// block, which whole blocks would leave to one thread.
 template <typename Body>
 void parallel_mode_blocks(const ModeMixing& p, int num_threads, Body body) {
-  const int64_t blocks = (p.modes + kModeBlock - 1) / kModeBlock;
   const int64_t work = p.modes * p.batch * p.in_ch * p.out_ch;
-  const int threads = work >= kMixingParallelMin && num_threads > 1 ? num_threads : 1;
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t block = 0; block < blocks; ++block) {
-    const int64_t m0 = block * kModeBlock;
-    body(m0, std::min(kModeBlock, p.modes - m0));
+  const int64_t threads = work >= kMixingParallelMin && num_threads > 1
+                              ? std::min<int64_t>(num_threads, p.modes) : 1;
+#pragma omp parallel num_threads(static_cast<int>(threads))
+  {
+    const int64_t n = omp_get_num_threads(), id = omp_get_thread_num();
+    const int64_t end = p.modes * (id + 1) / n;
+    for (int64_t m0 = p.modes * id / n; m0 < end; m0 += kModeBlock) {
+      body(m0, std::min(kModeBlock, end - m0));
+    }
   }
 }
+
+// An odd number of block rows at least `rows`: the products read rows that many apart (one row
+// of each sample, or of each input channel), and with 64 or 32 rows of 64 bytes they would be
+// 4 KiB apart, in one set of the L1 cache, which cannot hold the 8 or 16 lines of a product.
+inline int64_t odd_rows(int64_t rows) { return rows | 1; }
 
 template <typename T, typename A>
 void run_mixing_forward(const ModeMixing& p, int num_threads) {
   const int64_t ci = p.in_ch, co = p.out_ch, batch = pad_to(p.batch, kBatchBlock);
+  const int64_t x_cols = odd_rows(ci), w_cols = odd_rows(co);
   parallel_mode_blocks(p, num_threads, [&](int64_t m0, int64_t count) {
-    const Block<A> x(0, batch * ci), w(1, ci * co), y(2, batch * co);
-    load_spectrum<T, A>(p.x, p.x_stride, p.batch, ci, m0, count, x);
-    load_weight<A>(p, m0, count, w);
+    const Block<A> x(0, batch * x_cols), w(1, ci * w_cols), y(2, batch * co);
+    load_spectrum<T, A>(p.x, p.x_stride, p.batch, ci, m0, count, x, x_cols);
+    load_weight<A>(p, m0, count, w, w_cols);
     for (int64_t b0 = 0; b0 < p.batch; b0 += kBatchBlock) {
       for (int64_t o = 0; o < co; ++o) {
-        // y[b][o] = sum_i x[b][i] w[i][o]: w(t = i, j = o) is row i * co + o
-        batch_product<A, false>(x, ci, w, co, 1, ci, b0, o, y, co);
+        // y[b][o] = sum_i x[b][i] w[i][o]: w(t = i, j = o) is row i * w_cols + o
+        batch_product<A, false>(x, x_cols, w, w_cols, 1, ci, b0, o, y, co);
       }
     }
     store_spectrum<T, A>(p.y, p.y_stride, p.batch, co, m0, count, y);
@@ -282,28 +296,30 @@ void run_mixing_forward(const ModeMixing& p, int num_threads) {
 template <typename T, typename A>
 void run_mixing_backward(const ModeMixing& p, int num_threads) {
   const int64_t ci = p.in_ch, co = p.out_ch, batch = pad_to(p.batch, kBatchBlock);
-  const int64_t co_pad = pad_to(co, kOutBlock);
+  // g has whole blocks of kOutBlock outputs per sample for the weight gradient
+  const int64_t x_cols = odd_rows(ci), g_cols = odd_rows(pad_to(co, kOutBlock));
+  const int64_t w_cols = odd_rows(co);
   parallel_mode_blocks(p, num_threads, [&](int64_t m0, int64_t count) {
-    const Block<A> x(0, batch * ci), g(1, batch * co_pad), w(2, ci * co),
+    const Block<A> x(0, batch * x_cols), g(1, batch * g_cols), w(2, ci * w_cols),
         grad_x(3, batch * ci);
-    load_spectrum<T, A>(p.x, p.x_stride, p.batch, ci, m0, count, x);
-    load_spectrum<T, A>(p.y, p.y_stride, p.batch, co, m0, count, g, co_pad);
-    load_weight<A>(p, m0, count, w);
+    load_spectrum<T, A>(p.x, p.x_stride, p.batch, ci, m0, count, x, x_cols);
+    load_spectrum<T, A>(p.y, p.y_stride, p.batch, co, m0, count, g, g_cols);
+    load_weight<A>(p, m0, count, w, w_cols);
     for (int64_t b0 = 0; b0 < p.batch; b0 += kBatchBlock) {
       for (int64_t i = 0; i < ci; ++i) {
-        // grad_x[b][i] = sum_o g[b][o] conj(w[i][o]): w(t = o, j = i) is row i * co + o
-        batch_product<A, true>(g, co_pad, w, 1, co, co, b0, i, grad_x, ci);
+        // grad_x[b][i] = sum_o g[b][o] conj(w[i][o]): w(t = o, j = i) is row i * w_cols + o
+        batch_product<A, true>(g, g_cols, w, 1, w_cols, co, b0, i, grad_x, ci);
       }
     }
     store_spectrum<T, A>(p.grad_x, p.x_stride, p.batch, ci, m0, count, grad_x);
-    // the weight's block is read: its buffer takes the weight gradient, rows i * co_pad + o
-    const Block<A> grad_w(2, ci * co_pad);
+    // the weight's block is read: its buffer takes the weight gradient, rows i * g_cols + o
+    const Block<A> grad_w(2, ci * g_cols);
     for (int64_t i = 0; i < ci; ++i) {
       for (int64_t o0 = 0; o0 < co; o0 += kOutBlock) {
-        weight_gradient(x, g, p.batch, ci, co_pad, i, o0, grad_w);
+        weight_gradient(x, x_cols, g, g_cols, p.batch, i, o0, grad_w);
       }
     }
-    store_weight<A>(p, m0, count, grad_w, co_pad);
+    store_weight<A>(p, m0, count, grad_w, g_cols);
   });
 }
 

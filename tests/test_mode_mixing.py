@@ -2,7 +2,8 @@
 
 Odd batch sizes and channel counts (past and short of the kernel's blocks of 8 samples, 4
 outputs and 16 modes), weights that hold more modes than are kept (modes that are not one run),
-both layouts, every storage dtype and one or two threads; forward and both gradients.
+few modes and many samples (the batched-GEMM path), both layouts, every storage dtype and one
+or two threads; forward and both gradients.
 """
 
 from __future__ import annotations
@@ -42,9 +43,11 @@ def kept_weight(weight, index):
     return w.reshape(*w.shape[:2], -1)
 
 
-# (batch, in, out, n_modes, grid): the grid clips the modes of the last case below n_modes
+# (batch, in, out, n_modes, grid): the grid clips the modes of the fifth and last cases below
+# n_modes; the last two have fewer modes than half their samples, which a batched GEMM mixes
 SHAPES = [(1, 1, 1, (4,), (16,)), (3, 5, 7, (10, 6), (20, 12)), (9, 17, 3, (33,), (64,)),
-          (17, 4, 18, (6, 5, 4), (12, 10, 8)), (2, 3, 6, (12, 12), (7, 9))]
+          (17, 4, 18, (6, 5, 4), (12, 10, 8)), (2, 3, 6, (12, 12), (7, 9)),
+          (33, 5, 3, (8,), (32,)), (41, 3, 4, (6, 6), (5, 7))]
 # (rtol, atol) of the spectra: bfloat16 results are their float32 values rounded once (2^-9)
 SPECTRUM_TOLERANCE = {torch.float64: (1e-12, 1e-12), torch.float32: (1e-5, 1e-5),
                       torch.bfloat16: (2.0 ** -8, 1e-5)}
