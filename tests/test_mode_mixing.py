@@ -13,6 +13,7 @@ import math
 import pytest
 import torch
 
+from nol_fast.ops.spectral_conv import mixing
 from nol_fast.ops.spectral_conv.mixing import mix_modes, mix_modes_backward, spectrum_shape
 from nol_fast.ops.spectral_conv.modes import kept_shape, mode_index
 from tests.conftest import require_extension
@@ -58,6 +59,17 @@ SPECTRUM_TOLERANCE = {torch.float64: (1e-12, 1e-12), torch.float32: (1e-5, 1e-5)
 @pytest.mark.parametrize("channels_last", [True, False])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}x{s[2]}-{s[3]}")
 def test_mode_mixing_matches_einsum(shape, channels_last, dtype, threads):
+    check_against_einsum(shape, channels_last, dtype, threads)
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_mode_mixing_without_the_extension(monkeypatch, channels_last):
+    # without nol_fast._C every mixing takes the batched GEMM, here on a shape the kernel takes
+    monkeypatch.setattr(mixing, "EXTENSION", None)
+    check_against_einsum(SHAPES[3], channels_last, torch.float32, 2)
+
+
+def check_against_einsum(shape, channels_last, dtype, threads):
     batch, in_ch, out_ch, n_modes, grid = shape
     index = mode_index(n_modes, grid)
     n_kept = math.prod(index.kept)

@@ -13,8 +13,10 @@ layout. On an FNO block of setup (a) of ``nol-fast benchmark e2e`` (8 samples, 3
 144 kept modes, 2 threads) it takes 0.15 to 0.18 ms forward and 0.31 to 0.36 ms backward; the
 copies and complex GEMMs it replaces took about 0.5 and 0.8 ms.
 
-Spectra may be float32, bfloat16 (both with a complex64 weight, computed in float32) or float64
-(with a complex128 weight).
+Layers that keep fewer modes than half their samples, and every layer where the extension is
+not built, mix by a batched complex GEMM on copies instead (see :func:`_by_kernel`). Spectra
+may be float32, bfloat16 (both with a complex64 weight, computed in float32) or float64 (with a
+complex128 weight).
 """
 
 from __future__ import annotations
@@ -113,7 +115,8 @@ def _gemm_backward(g_parts: torch.Tensor, x_parts: torch.Tensor, weight: torch.T
 
 
 def _by_kernel(n_kept: int, batch: int) -> bool:
-    """Whether the kernel mixes ``n_kept`` modes of ``batch`` samples faster than a GEMM.
+    """Whether the kernel mixes ``n_kept`` modes of ``batch`` samples faster than a GEMM (and
+    is there: without the compiled extension the GEMM does every mixing).
 
     The kernel's vector lanes run over the modes, 16 at a time, so a thread's work is that of
     16 modes however few it has, and it grows with the batch; a batched complex GEMM's grows
@@ -123,7 +126,7 @@ def _by_kernel(n_kept: int, batch: int) -> bool:
     batch 8 and 32 channels, 0.10 against 0.16 with 3 modes and 0.11 against 0.28 with 9.
     The kernel wins from about half as many modes as samples.
     """
-    return 2 * n_kept >= batch
+    return EXTENSION is not None and 2 * n_kept >= batch
 
 
 def mix_modes(x_modes: torch.Tensor, weight: torch.Tensor, index: ModeIndex,
