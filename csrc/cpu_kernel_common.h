@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 namespace nol_fast {
 
@@ -30,18 +31,16 @@ using bf16 = uint16_t;
 
 inline float madd_plain(float a, float b, float c) { return a * b + c; }
 
-// a * b + c, fused where the translation unit targets FMA (the AVX-512 ones): polynomials and
-// dot products then take half the instructions.
-inline float madd(float a, float b, float c) {
+// a * b + c in float or double, fused where the translation unit targets FMA (the AVX-512
+// ones): polynomials and dot products then take half the instructions.
+template <typename A>
+inline A madd(A a, A b, A c) {
 #ifdef NOL_FAST_KERNEL_FMA
-  return __builtin_fmaf(a, b, c);
-#else
-  return a * b + c;
-#endif
-}
-inline double madd(double a, double b, double c) {
-#ifdef NOL_FAST_KERNEL_FMA
-  return __builtin_fma(a, b, c);
+  if constexpr (std::is_same_v<A, double>) {
+    return __builtin_fma(a, b, c);
+  } else {
+    return __builtin_fmaf(a, b, c);
+  }
 #else
   return a * b + c;
 #endif

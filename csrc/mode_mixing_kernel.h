@@ -77,12 +77,11 @@ class Block {
   A* data_;
 };
 
-// Modes [m0, m0 + count) of a spectrum (b, part, m, c) as block rows b * cols + c (cols, at
-// least `channels`, defaults to it).
+// Modes [m0, m0 + count) of a spectrum (b, part, m, c) as block rows b * cols + c, cols at
+// least `channels`.
 template <typename T, typename A>
 void load_spectrum(const void* data, const int64_t* stride, int64_t batch, int64_t channels,
-                   int64_t m0, int64_t count, const Block<A>& out, int64_t cols = 0) {
-  cols = cols ? cols : channels;
+                   int64_t m0, int64_t count, const Block<A>& out, int64_t cols) {
   for (int64_t b = 0; b < batch; ++b) {
     for (int64_t k = 0; k < count; ++k) {
       const T* re = static_cast<const T*>(data) + b * stride[0] + (m0 + k) * stride[2];
@@ -103,6 +102,7 @@ void load_spectrum(const void* data, const int64_t* stride, int64_t batch, int64
   }
 }
 
+// The inverse of load_spectrum, from block rows b * channels + c.
 template <typename T, typename A>
 void store_spectrum(void* data, const int64_t* stride, int64_t batch, int64_t channels,
                     int64_t m0, int64_t count, const Block<A>& in) {
@@ -118,76 +118,66 @@ void store_spectrum(void* data, const int64_t* stride, int64_t batch, int64_t ch
   }
 }
 
-// Whether the kept modes [m0, m0 + count) are consecutive modes of the weight (always, for a
-// weight that holds exactly the kept modes): their values are then one run per entry.
-inline bool consecutive(const ModeMixing& p, int64_t m0, int64_t count) {
-  for (int64_t k = 1; k < count; ++k) {
-    if (p.w_offset[m0 + k] != p.w_offset[m0] + k) return false;
+// Calls move(value, re, im) for the weight entry (i, o) of every kept mode m0 + k < m0 + count
+// (`value` its real and imaginary parts in `weight`, laid out like the parameter) and lane k of
+// block row i * cols + o (`re`, `im`). Where the kept modes are consecutive modes of the weight
+// (always, for a weight that holds exactly the kept modes) each entry's values are one run,
+// which the loop reads or writes vectorised.
+template <typename W, typename A, typename Move>
+void weight_entries(const ModeMixing& p, W* weight, int64_t m0, int64_t count,
+                    const Block<A>& block, int64_t cols, Move move) {
+  const int64_t* at = p.w_offset + m0;
+  bool run = true;
+  for (int64_t k = 1; k < count; ++k) run = run && at[k] == at[0] + k;
+  for (int64_t i = 0; i < p.in_ch; ++i) {
+    for (int64_t o = 0; o < p.out_ch; ++o) {
+      W* entry = weight + 2 * (i * p.out_ch + o) * p.w_modes;
+      A* re = block.re(i * cols + o);
+      A* im = block.im(i * cols + o);
+      if (run) {
+        W* values = entry + 2 * at[0];
+#pragma omp simd
+        for (int64_t k = 0; k < count; ++k) move(values + 2 * k, re + k, im + k);
+      } else {
+        for (int64_t k = 0; k < count; ++k) move(entry + 2 * at[k], re + k, im + k);
+      }
+    }
   }
-  return true;
 }
 
-// The weight's entries (i, o) on kept modes [m0, m0 + count) as block rows i * cols + o, and
-// zeros in the lanes past count.
+// The weight on kept modes [m0, m0 + count) as block rows i * cols + o, zeros in the lanes past
+// count.
 template <typename A>
 void load_weight(const ModeMixing& p, int64_t m0, int64_t count, const Block<A>& out,
                  int64_t cols) {
-  const A* w = static_cast<const A*>(p.weight);
-  const int64_t* at = p.w_offset + m0;
-  const bool run = consecutive(p, m0, count);
-  for (int64_t e = 0; e < p.in_ch * p.out_ch; ++e) {
-    const A* entry = w + 2 * e * p.w_modes;
-    const int64_t row = e / p.out_ch * cols + e % p.out_ch;
-    A* re = out.re(row);
-    A* im = out.im(row);
-    if (run) {
-      const A* values = entry + 2 * at[0];
-#pragma omp simd
-      for (int64_t k = 0; k < count; ++k) {
-        re[k] = values[2 * k];
-        im[k] = values[2 * k + 1];
-      }
-    } else {
-      for (int64_t k = 0; k < count; ++k) {
-        re[k] = entry[2 * at[k]];
-        im[k] = entry[2 * at[k] + 1];
+  weight_entries(p, static_cast<const A*>(p.weight), m0, count, out, cols,
+                 [](const A* value, A* re, A* im) {
+                   *re = value[0];
+                   *im = value[1];
+                 });
+  for (int64_t i = 0; i < p.in_ch; ++i) {
+    for (int64_t o = 0; o < p.out_ch; ++o) {
+      for (int64_t k = count; k < kModeBlock; ++k) {
+        out.re(i * cols + o)[k] = out.im(i * cols + o)[k] = A(0);
       }
     }
-    for (int64_t k = count; k < kModeBlock; ++k) re[k] = im[k] = A(0);
   }
 }
 
-// The weight gradient's entries from block rows i * out_cols + o.
+// The weight gradient's entries on kept modes [m0, m0 + count) from block rows i * cols + o.
 template <typename A>
 void store_weight(const ModeMixing& p, int64_t m0, int64_t count, const Block<A>& in,
-                  int64_t out_cols) {
-  A* w = static_cast<A*>(p.grad_weight);
-  const int64_t* at = p.w_offset + m0;
-  const bool run = consecutive(p, m0, count);
-  for (int64_t e = 0; e < p.in_ch * p.out_ch; ++e) {
-    A* entry = w + 2 * e * p.w_modes;
-    const int64_t row = e / p.out_ch * out_cols + e % p.out_ch;
-    const A* re = in.re(row);
-    const A* im = in.im(row);
-    if (run) {
-      A* values = entry + 2 * at[0];
-#pragma omp simd
-      for (int64_t k = 0; k < count; ++k) {
-        values[2 * k] = re[k];
-        values[2 * k + 1] = im[k];
-      }
-    } else {
-      for (int64_t k = 0; k < count; ++k) {
-        entry[2 * at[k]] = re[k];
-        entry[2 * at[k] + 1] = im[k];
-      }
-    }
-  }
+                  int64_t cols) {
+  weight_entries(p, static_cast<A*>(p.grad_weight), m0, count, in, cols,
+                 [](A* value, const A* re, const A* im) {
+                   value[0] = *re;
+                   value[1] = *im;
+                 });
 }
 
 // out[b][j] = sum over t < count of a[b][t] w(t, j) for the samples [b0, b0 + kBatchBlock)
-// (a and out have rows for them all, see padded_batch), w(t, j) = the block row t * w_t +
-// j * w_j, conjugated with ConjW. The rows of a are b * a_cols + t, those of out b * out_cols + j.
+// (a and out have rows for them all: the batch is padded to whole blocks), w(t, j) = the block
+// row t * w_t + j * w_j, conjugated with ConjW. The rows of a are b * a_cols + t, those of out b * out_cols + j.
 template <typename A, bool ConjW>
 void batch_product(const Block<A>& a, int64_t a_cols, const Block<A>& w, int64_t w_t,
                    int64_t w_j, int64_t count, int64_t b0, int64_t j, const Block<A>& out,

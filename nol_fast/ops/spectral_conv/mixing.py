@@ -27,7 +27,7 @@ import math
 import torch
 
 from nol_fast.ops.extension import EXTENSION
-from nol_fast.ops.spectral_conv.modes import ModeIndex
+from nol_fast.ops.spectral_conv.modes import ModeIndex, gather_modes, scatter_modes
 
 _STORAGE = {torch.float32: 0, torch.bfloat16: 1, torch.float64: 2}
 
@@ -42,15 +42,12 @@ def _offsets(w_index: tuple[tuple[int, ...], ...], n_last: int, w_modes: tuple[i
              ) -> tuple[torch.Tensor, bool]:
     """Each kept mode's flat index among the weight's modes, and whether they are all of them.
 
-    Kept modes run in the order of the DFTs' output: row-major over ``index.kept``.
+    Kept modes run in the order of the DFTs' output: row-major over ``index.kept``, as
+    :func:`~nol_fast.ops.spectral_conv.modes.gather_modes` leaves them.
     """
-    axes = [torch.tensor(i, dtype=torch.int64) for i in w_index]
-    axes.append(torch.arange(n_last, dtype=torch.int64))
-    strides = [math.prod(w_modes[d + 1:]) for d in range(len(w_modes))]
-    grids = torch.meshgrid(*axes, indexing="ij")
-    offsets = sum(g * s for g, s in zip(grids, strides, strict=True)).reshape(-1).contiguous()
-    return offsets, offsets.numel() == math.prod(w_modes) and bool(
-        (offsets == torch.arange(offsets.numel())).all())
+    flat = torch.arange(math.prod(w_modes), dtype=torch.int64)
+    offsets = gather_modes(flat.view(1, 1, *w_modes), w_index, n_last).reshape(-1).contiguous()
+    return offsets, offsets.shape == flat.shape and bool((offsets == flat).all())
 
 
 def spectrum_shape(batch: int, channels: int, n_kept: int, channels_last: bool
@@ -65,17 +62,28 @@ def _parts(t: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return t if channels_last else t.permute(0, 2, 3, 1)
 
 
-def _check(weight: torch.Tensor, channels_last: bool, *spectra: torch.Tensor) -> torch.Tensor:
-    dtype = spectra[0].dtype
+def _parts_of(weight: torch.Tensor, n_kept: int, channels_last: bool,
+              *spectra: tuple[torch.Tensor, int]) -> list[torch.Tensor]:
+    """Each ``(spectrum, channels)`` as :func:`_parts`, checked against the weight and
+    ``n_kept``."""
+    tensors = [s for s, _ in spectra]
+    dtype = tensors[0].dtype
     if dtype not in _STORAGE or any(s.dim() != 4 or s.dtype != dtype or not s.is_contiguous()
-                                    or s.device.type != "cpu" for s in spectra):
+                                    or s.device.type != "cpu" for s in tensors):
         raise ValueError(f"mode mixing: spectra must be contiguous 4-d float32, bfloat16 or "
                          f"float64 CPU tensors of one dtype, got "
-                         f"{[(tuple(s.shape), s.dtype, s.device.type) for s in spectra]}")
+                         f"{[(tuple(s.shape), s.dtype, s.device.type) for s in tensors]}")
     if weight.dtype != weight_dtype(dtype) or not weight.is_contiguous():
         raise ValueError(f"mode mixing: a {dtype} spectrum needs a contiguous "
                          f"{weight_dtype(dtype)} weight, got {weight.dtype}")
-    return torch.view_as_real(weight)
+    parts = [_parts(s, channels_last) for s in tensors]
+    batch = parts[0].shape[0]
+    for p, (_, channels) in zip(parts, spectra, strict=True):
+        if tuple(p.shape) != (batch, 2, n_kept, channels):
+            raise ValueError(f"mode mixing: spectra of shapes "
+                             f"{[tuple(s.shape) for s in tensors]} do not fit {n_kept} modes "
+                             f"of {[c for _, c in spectra]} channels")
+    return parts
 
 
 def _complex(parts: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -88,30 +96,28 @@ def _to_parts(z: torch.Tensor, parts: torch.Tensor) -> None:
     parts.copy_(torch.view_as_real(z).permute(1, 3, 0, 2))
 
 
-def _kept(weight: torch.Tensor, offsets: torch.Tensor, every_mode: bool) -> torch.Tensor:
-    """``(in, out, modes)``: the weight's kept modes (a view when it holds just those)."""
-    flat = weight.view(*weight.shape[:2], -1)
-    return flat if every_mode else flat[:, :, offsets]
+def _kept_weight(weight: torch.Tensor, index: ModeIndex) -> torch.Tensor:
+    """``(modes, in, out)``: the weight on the kept modes, the layout of a batched GEMM."""
+    w = gather_modes(weight, index.w_index, index.n_last)
+    return w.reshape(*w.shape[:2], -1).permute(2, 0, 1)
 
 
-def _gemm_forward(x_parts: torch.Tensor, weight: torch.Tensor, kept: tuple,
+def _gemm_forward(x_parts: torch.Tensor, weight: torch.Tensor, index: ModeIndex,
                   y_parts: torch.Tensor) -> None:
     # one batched complex GEMM over the kept modes, on copies with the modes in front
-    w = _kept(weight, *kept).permute(2, 0, 1).contiguous()
+    w = _kept_weight(weight, index).contiguous()
     _to_parts(torch.bmm(_complex(x_parts, w.real.dtype), w), y_parts)
 
 
 def _gemm_backward(g_parts: torch.Tensor, x_parts: torch.Tensor, weight: torch.Tensor,
-                   kept: tuple, grad_x_parts: torch.Tensor, grad_w: torch.Tensor) -> None:
-    w = _kept(weight, *kept).permute(2, 0, 1)
+                   index: ModeIndex, grad_x_parts: torch.Tensor) -> torch.Tensor:
+    """Writes the input spectrum's gradient; returns the weight's."""
+    w = _kept_weight(weight, index)
     g = _complex(g_parts, w.real.dtype)
     _to_parts(torch.bmm(g, w.conj().transpose(1, 2)), grad_x_parts)
     grad = torch.bmm(_complex(x_parts, w.real.dtype).conj().transpose(1, 2), g)
-    offsets, every_mode = kept
-    if every_mode:
-        grad_w.view(*weight.shape[:2], -1).copy_(grad.permute(1, 2, 0))
-    else:
-        grad_w.view(*weight.shape[:2], -1)[:, :, offsets] = grad.permute(1, 2, 0)
+    block = grad.permute(1, 2, 0).reshape(*weight.shape[:2], *index.kept)
+    return scatter_modes(block, index.w_index, index.n_last, weight.shape[2:])
 
 
 def _by_kernel(n_kept: int, batch: int) -> bool:
@@ -154,20 +160,18 @@ def mix_modes(x_modes: torch.Tensor, weight: torch.Tensor, index: ModeIndex,
     """
     in_ch, out_ch = weight.shape[:2]
     n_kept = math.prod(index.kept)
-    w_real = _check(weight, channels_last, x_modes)
+    x_parts, = _parts_of(weight, n_kept, channels_last, (x_modes, in_ch))
     batch = x_modes.shape[0]
     y = x_modes.new_empty(spectrum_shape(batch, out_ch, n_kept, channels_last))
-    offsets, every_mode = _offsets(index.w_index, index.n_last, tuple(weight.shape[2:]))
-    x_parts, y_parts = _parts(x_modes, channels_last), _parts(y, channels_last)
-    if tuple(x_parts.shape) != (batch, 2, n_kept, in_ch):
-        raise ValueError(f"mode mixing: the input spectrum {tuple(x_modes.shape)} does not fit "
-                         f"{n_kept} modes of {in_ch} channels")
+    y_parts = _parts(y, channels_last)
     if not _by_kernel(n_kept, batch):
-        _gemm_forward(x_parts, weight, (offsets, every_mode), y_parts)
+        _gemm_forward(x_parts, weight, index, y_parts)
         return y
+    offsets, _ = _offsets(index.w_index, index.n_last, tuple(weight.shape[2:]))
     EXTENSION.mode_mixing_forward(batch, n_kept, in_ch, out_ch, x_modes.data_ptr(),
                                   list(x_parts.stride()), y.data_ptr(), list(y_parts.stride()),
-                                  w_real.data_ptr(), math.prod(weight.shape[2:]),
+                                  torch.view_as_real(weight).data_ptr(),
+                                  math.prod(weight.shape[2:]),
                                   offsets.data_ptr(), _STORAGE[x_modes.dtype],
                                   torch.get_num_threads())
     return y
@@ -184,24 +188,18 @@ def mix_modes_backward(grad_modes: torch.Tensor, x_modes: torch.Tensor, weight: 
     """
     in_ch, out_ch = weight.shape[:2]
     n_kept = math.prod(index.kept)
-    w_real = _check(weight, channels_last, grad_modes, x_modes)
+    g_parts, x_parts = _parts_of(weight, n_kept, channels_last, (grad_modes, out_ch),
+                                 (x_modes, in_ch))
     batch = x_modes.shape[0]
-    offsets, every_mode = _offsets(index.w_index, index.n_last, tuple(weight.shape[2:]))
     grad_x = torch.empty_like(x_modes)
-    grad_w = torch.empty_like(weight) if every_mode else torch.zeros_like(weight)
-    g_parts, x_parts = _parts(grad_modes, channels_last), _parts(x_modes, channels_last)
-    if tuple(x_parts.shape) != (batch, 2, n_kept, in_ch) or \
-            tuple(g_parts.shape) != (batch, 2, n_kept, out_ch):
-        raise ValueError(f"mode mixing: spectra {tuple(grad_modes.shape)} and "
-                         f"{tuple(x_modes.shape)} do not fit {n_kept} modes of {out_ch} and "
-                         f"{in_ch} channels")
     if not _by_kernel(n_kept, batch):
-        _gemm_backward(g_parts, x_parts, weight, (offsets, every_mode),
-                       _parts(grad_x, channels_last), grad_w)
-        return grad_x, grad_w
+        return grad_x, _gemm_backward(g_parts, x_parts, weight, index,
+                                      _parts(grad_x, channels_last))
+    offsets, every_mode = _offsets(index.w_index, index.n_last, tuple(weight.shape[2:]))
+    grad_w = torch.empty_like(weight) if every_mode else torch.zeros_like(weight)
     EXTENSION.mode_mixing_backward(batch, n_kept, in_ch, out_ch, x_modes.data_ptr(),
                                    list(x_parts.stride()), grad_modes.data_ptr(),
-                                   list(g_parts.stride()), w_real.data_ptr(),
+                                   list(g_parts.stride()), torch.view_as_real(weight).data_ptr(),
                                    math.prod(weight.shape[2:]), offsets.data_ptr(),
                                    grad_x.data_ptr(), torch.view_as_real(grad_w).data_ptr(),
                                    _STORAGE[x_modes.dtype], torch.get_num_threads())
