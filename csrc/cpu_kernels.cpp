@@ -5,6 +5,7 @@
 #include "channel_mlp.h"
 #include "channel_mlp_kernel.h"
 #include "cpu_kernel_common.h"
+#include "kernels_amx.h"
 #include "kernels_avx512.h"
 #include "mode_mixing.h"
 #include "mode_mixing_kernel.h"
@@ -34,6 +35,9 @@ void epilogue_backward(const EpilogueBackward& args, int num_threads) {
 }
 
 void reduce_rows(const RowReduction& args, int num_threads) {
+  if (args.storage == Storage::kBFloat16 && amx_enabled()) {
+    return detail::reduce_rows_amx(args, num_threads);
+  }
   NOL_FAST_USE_AVX512(reduce_rows_avx512(args, num_threads));
   dispatch_reduction(args, num_threads);
 }

@@ -17,6 +17,7 @@
 
 #include "channel_mlp.h"
 #include "darcy_residual.h"
+#include "kernels_amx.h"
 #include "mode_mixing.h"
 #include "multi_tensor_optim.h"
 #include "pointwise_epilogue.h"
@@ -405,6 +406,14 @@ PYBIND11_MODULE(_C, m) {
         "(see nol_fast.ops.pointwise.row_reduction).",
         py::arg("rows"), py::arg("m"), py::arg("n"), py::arg("a"), py::arg("lda"), py::arg("b"),
         py::arg("ldb"), py::arg("out"), py::arg("storage"), py::arg("num_threads"));
+  m.def("amx_available", &nol_fast::amx_available,
+        "Whether this CPU and OS let the bfloat16 kernels run their products on AMX tiles.");
+  m.def("amx_enabled", &nol_fast::amx_enabled,
+        "Whether the bfloat16 kernels use AMX now: available and not turned off.");
+  m.def("set_amx_enabled", &nol_fast::set_amx_enabled,
+        "Let the bfloat16 kernels use AMX where available (the default), or not: they then run "
+        "their AVX-512 FMA loops, as on CPUs without AMX.",
+        py::arg("enabled"));
   m.def("mode_mixing_forward", &mode_mixing_forward,
         "y = x @ W on every kept Fourier mode, complex, for spectra given by strides (see "
         "nol_fast.ops.spectral_conv.mixing).",

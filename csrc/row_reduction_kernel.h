@@ -87,6 +87,18 @@ void reduce_range(const RowReduction& args, int64_t begin, int64_t end, int64_t 
   }
 }
 
+// args.out = the sum of the threads' (m_pad x n_pad) results in `partial`, in thread order.
+inline void add_partials(const float* partial, int threads, int64_t m_pad, int64_t n_pad,
+                         const RowReduction& args) {
+  for (int64_t i = 0; i < args.m; ++i) {
+    for (int64_t j = 0; j < args.n; ++j) {
+      float sum = 0.0f;
+      for (int t = 0; t < threads; ++t) sum += partial[(t * m_pad + i) * n_pad + j];
+      args.out[i * args.n + j] = sum;
+    }
+  }
+}
+
 template <typename T>
 void run_reduction(const RowReduction& args, int num_threads) {
   const int64_t m_pad = round_up(args.m, kBlockM);
@@ -101,13 +113,7 @@ void run_reduction(const RowReduction& args, int num_threads) {
     reduce_range<T>(args, args.rows * id / n, args.rows * (id + 1) / n, m_pad, n_pad,
                     partial.data() + id * m_pad * n_pad);
   }
-  for (int64_t i = 0; i < args.m; ++i) {
-    for (int64_t j = 0; j < args.n; ++j) {
-      float sum = 0.0f;
-      for (int t = 0; t < threads; ++t) sum += partial[(t * m_pad + i) * n_pad + j];
-      args.out[i * args.n + j] = sum;
-    }
-  }
+  add_partials(partial.data(), threads, m_pad, n_pad, args);
 }
 
 inline void dispatch_reduction(const RowReduction& args, int num_threads) {

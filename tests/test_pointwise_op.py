@@ -268,16 +268,30 @@ def test_backends_report_the_fno_layers():
     assert report["cuda"]["cpu"] == "unavailable: runs on CPU tensors only"
 
 
+def storage_paths() -> list:
+    """(dtype, amx) of the row reduction's paths: float32, and bfloat16 on AMX tiles (where the
+    CPU has them) and on the FMA loops."""
+    from nol_fast.ops.extension import EXTENSION
+
+    has_amx = EXTENSION is not None and EXTENSION.amx_available()
+    return [pytest.param(torch.float32, False, id="float32"),
+            pytest.param(torch.bfloat16, True, id="bfloat16-amx", marks=pytest.mark.skipif(
+                not has_amx, reason="this CPU (or OS) offers no AMX tiles")),
+            pytest.param(torch.bfloat16, False, id="bfloat16-fma")]
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize(("rows", "m", "n"), [
     (0, 3, 5), (1, 1, 1), (3, 9, 33), (300, 5, 7), (4099, 16, 32), (2 * 4096 + 77, 3, 64),
-    (1000, 64, 40),
+    (1000, 64, 40), (1537, 33, 47),
 ])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_reduce_rows_matches_a_float64_product(rows, m, n, dtype, threads):
-    # odd shapes: result blocks of the kernel (8 x 32) and its tiles of rows (128) cut short,
-    # fewer rows than threads, no rows; the sums are float32, so bfloat16 operands give their
-    # exact product to float32 accuracy, far closer than torch's bfloat16 GEMM
+@pytest.mark.parametrize(("dtype", "amx"), storage_paths())
+def test_reduce_rows_matches_a_float64_product(rows, m, n, dtype, amx, threads):
+    # odd shapes: result blocks of the kernels (8 x 32 for FMA, 16 x 16 tiles for AMX), their
+    # tiles and chunks of rows (128; AMX: 32 and 512) cut short, fewer rows than threads, no
+    # rows; the sums are float32, so bfloat16 operands give their exact product to float32
+    # accuracy, far closer than torch's bfloat16 GEMM
+    from nol_fast.ops.extension import amx_kernels
     from nol_fast.ops.pointwise.row_reduction import reduce_rows
 
     torch.manual_seed(rows + m + n)
@@ -285,11 +299,12 @@ def test_reduce_rows_matches_a_float64_product(rows, m, n, dtype, threads):
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        got = reduce_rows(a, b)
-        # rows further apart than their length (the kernel's row strides), and columns
-        # further apart than one element (copied first)
-        strided = reduce_rows(torch.cat((a, a), 1)[:, :m],
-                              torch.stack((b, b), -1).flatten(1)[:, ::2])
+        with amx_kernels(amx):
+            got = reduce_rows(a, b)
+            # rows further apart than their length (the kernel's row strides), and columns
+            # further apart than one element (copied first)
+            strided = reduce_rows(torch.cat((a, a), 1)[:, :m],
+                                  torch.stack((b, b), -1).flatten(1)[:, ::2])
     finally:
         torch.set_num_threads(previous)
     exact = a.double().T @ b.double()
@@ -300,6 +315,19 @@ def test_reduce_rows_matches_a_float64_product(rows, m, n, dtype, threads):
     if dtype == torch.bfloat16 and rows > 100:
         torch_error = (torch.mm(a.T, b).double() - exact).abs().max()
         assert (got.double() - exact).abs().max() < torch_error
+
+
+def test_amx_kernels_switch_restores_the_setting():
+    from nol_fast.ops import extension
+
+    require_extension()
+    before = extension.amx_enabled()
+    with extension.amx_kernels(False):
+        assert not extension.amx_enabled()
+        with extension.amx_kernels(True):
+            assert extension.amx_enabled() == extension.EXTENSION.amx_available()
+        assert not extension.amx_enabled()
+    assert extension.amx_enabled() == before
 
 
 def test_reduce_rows_rejects_what_the_kernel_does_not_take():

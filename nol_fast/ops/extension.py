@@ -8,9 +8,11 @@ reason. Either way the ops run on their other backends (reference, Triton).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import warnings
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
@@ -103,10 +105,39 @@ def build_summary() -> str:
         return f"{info['extension']}; the ops run on their reference and Triton backends"
     if info["extension"] != "loaded":
         return info["extension"]
+    cpu = "CPU kernels (bfloat16 weight gradients on AMX)" if amx_enabled() else "CPU kernels"
     if info["cuda"] is None:
-        kernels = "CPU kernels, no CUDA kernels"
+        kernels = f"{cpu}, no CUDA kernels"
     else:
         archs = info["cuda_archs"].split(";")
-        kernels = (f"CPU kernels, CUDA {info['cuda']} kernels for "
+        kernels = (f"{cpu}, CUDA {info['cuda']} kernels for "
                    f"{', '.join(f'sm_{arch}' for arch in archs)} (PTX for compute_{archs[-1]})")
     return f"{MODULE} loaded: built as nol-fast {info['version']} by {info['compiler']}; {kernels}"
+
+
+def amx_enabled() -> bool:
+    """Whether the bfloat16 CPU kernels run their products on AMX tiles in this process: the
+    extension is loaded, the CPU has AMX with bfloat16 (Sapphire Rapids and later Xeons), the
+    OS granted the tile registers, and :func:`amx_kernels` has not turned them off."""
+    return EXTENSION is not None and EXTENSION.amx_enabled()
+
+
+@contextlib.contextmanager
+def amx_kernels(enabled: bool) -> Iterator[None]:
+    """Within the block, let the bfloat16 CPU kernels use AMX tiles where the CPU has them
+    (``True``, the default), or run them on their AVX-512 FMA loops (``False``), as on CPUs
+    without AMX. The switch is process-wide; it is there to compare the two.
+
+    Examples
+    --------
+    >>> with amx_kernels(False):  # doctest: +SKIP
+    ...     grad = reduce_rows(a, b)  # the FMA loops, even on a CPU with AMX
+    """
+    if EXTENSION is None:
+        yield
+        return
+    previous = EXTENSION.set_amx_enabled(enabled)
+    try:
+        yield
+    finally:
+        EXTENSION.set_amx_enabled(previous)

@@ -1,0 +1,195 @@
+// bfloat16 block products on AMX tiles (Intel's Advanced Matrix Extensions), for the kernels of
+// kernels_amx.cpp, the only translation unit that includes this header (it targets AMX).
+//
+// One instruction, TDPBF16PS, adds to a 16 x 16 float32 tile C the product of a 16 x 32
+// bfloat16 tile A and a 32 x 16 bfloat16 tile B: 8192 multiply-adds, as many as 512 AVX-512
+// FMAs. Its operands have fixed layouts:
+// - A: 16 rows of 32 bfloat16 (64 bytes), each row one row of the left operand over 32 steps of
+//   the reduction;
+// - B: "pairs" layout, 16 rows of 16 pairs: row p holds, for each of the 16 columns, the
+//   elements of reduction steps 2p and 2p + 1 next to each other.
+// Products of bfloat16 values are exact in float32, and the sums are float32, so a result is
+// the exact product rounded by float32 sums, in an order that differs from the FMA loops'.
+//
+// The helpers here move data into those layouts (pack_pairs, pack_transposed) and add the
+// products of packed tiles to float32 results, up to 2 x 2 C tiles at a time over a run of
+// reduction steps (tile_product). A thread configures its tiles on entry and releases them when
+// done (TileScope).
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "cpu_kernel_common.h"
+
+namespace nol_fast {
+namespace {
+
+constexpr int64_t kAmxRows = 16;    // rows of every tile
+constexpr int64_t kAmxDepth = 32;   // bfloat16 steps of the reduction per A or B tile
+constexpr int64_t kAmxTile = 512;   // bfloat16 elements of a packed A or B tile (1 KiB)
+
+// The 64-byte tile configuration of palette 1.
+struct alignas(64) TileConfig {
+  uint8_t palette = 1;
+  uint8_t start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t bytes_per_row[16] = {};
+  uint8_t rows[16] = {};
+};
+
+// A thread's use of the tiles: all eight configured as 16 rows of 64 bytes on entry, released
+// (back to their initial state, which keeps context switches cheap) on exit.
+class TileScope {
+ public:
+  TileScope() {
+    TileConfig config;
+    for (int t = 0; t < 8; ++t) {
+      config.bytes_per_row[t] = 64;
+      config.rows[t] = kAmxRows;
+    }
+    _tile_loadconfig(&config);
+  }
+  ~TileScope() { _tile_release(); }
+  TileScope(const TileScope&) = delete;
+  TileScope& operator=(const TileScope&) = delete;
+};
+
+// 16 bfloat16 of row r, columns [c0, c0 + 16) of a (rows, cols) matrix with row stride ld;
+// zeros past the last column and for r >= rows.
+inline __m256i load_row16(const bf16* x, int64_t ld, int64_t r, int64_t rows, int64_t c0,
+                          int64_t cols) {
+  if (r >= rows) return _mm256_setzero_si256();
+  const int64_t width = cols - c0;
+  const __mmask16 mask = width >= 16 ? 0xffff : static_cast<__mmask16>((1u << width) - 1);
+  return _mm256_maskz_loadu_epi16(mask, x + r * ld + c0);
+}
+
+// Two rows of 16 as 16 pairs: 32-bit element i is (even[i], odd[i]).
+inline __m512i interleave(__m256i even, __m256i odd) {
+  const __m512i order = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9,
+                                         24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1,
+                                         16, 0);
+  return _mm512_permutexvar_epi16(
+      order, _mm512_inserti64x4(_mm512_zextsi256_si512(even), odd, 1));
+}
+
+// Transposes a 16 x 16 matrix of 32-bit elements held one row per register.
+inline void transpose_16x16(__m512i r[16]) {
+  __m512i t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+    r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+    r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+    r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+  }
+  for (int i = 0; i < 16; i += 8) {
+    for (int j = 0; j < 4; ++j) {
+      t[i + j] = _mm512_shuffle_i32x4(r[i + j], r[i + j + 4], 0x88);
+      t[i + j + 4] = _mm512_shuffle_i32x4(r[i + j], r[i + j + 4], 0xdd);
+    }
+  }
+  for (int j = 0; j < 8; ++j) {
+    r[j] = _mm512_shuffle_i32x4(t[j], t[j + 8], 0x88);
+    r[j + 8] = _mm512_shuffle_i32x4(t[j], t[j + 8], 0xdd);
+  }
+}
+
+// Rows [t0, t0 + 32 * steps) of the (rows, cols) matrix x as B tiles: the tile of column block
+// b and step s at out + (b * steps + s) * kAmxTile. Rows past `rows` are zeros.
+inline void pack_pairs(const bf16* x, int64_t ld, int64_t t0, int64_t rows, int64_t cols,
+                       int64_t steps, bf16* out) {
+  for (int64_t c0 = 0, block = 0; c0 < cols; c0 += 16, ++block) {
+    for (int64_t s = 0; s < steps; ++s) {
+      bf16* tile = out + (block * steps + s) * kAmxTile;
+      for (int64_t p = 0; p < 16; ++p) {
+        const int64_t r = t0 + s * kAmxDepth + 2 * p;
+        _mm512_storeu_si512(tile + 32 * p, interleave(load_row16(x, ld, r, rows, c0, cols),
+                                                      load_row16(x, ld, r + 1, rows, c0, cols)));
+      }
+    }
+  }
+}
+
+// The same rows of x transposed, as A tiles: row i of the tile of column block b and step s is
+// column 16 b + i over the step's 32 rows. (The pairs of a step, transposed as 32-bit units.)
+inline void pack_transposed(const bf16* x, int64_t ld, int64_t t0, int64_t rows, int64_t cols,
+                            int64_t steps, bf16* out) {
+  for (int64_t c0 = 0, block = 0; c0 < cols; c0 += 16, ++block) {
+    for (int64_t s = 0; s < steps; ++s) {
+      __m512i v[16];
+      for (int64_t p = 0; p < 16; ++p) {
+        const int64_t r = t0 + s * kAmxDepth + 2 * p;
+        v[p] = interleave(load_row16(x, ld, r, rows, c0, cols),
+                          load_row16(x, ld, r + 1, rows, c0, cols));
+      }
+      transpose_16x16(v);
+      bf16* tile = out + (block * steps + s) * kAmxTile;
+      for (int i = 0; i < 16; ++i) _mm512_storeu_si512(tile + 32 * i, v[i]);
+    }
+  }
+}
+
+// c (MB x NB tiles of 16 x 16 float32, row stride ldc floats) += the sum over `steps` of
+// A(i, step) B(j, step), i < MB, j < NB, for A and B tiles packed as above: those of block i
+// and step s at a + (i * steps + s) * kAmxTile. Tiles 0-3 hold C, 4-5 A and 6-7 B.
+template <int MB, int NB>
+inline void block_product(const bf16* a, const bf16* b, int64_t steps, float* c, int64_t ldc) {
+  const int64_t c_stride = ldc * static_cast<int64_t>(sizeof(float));
+  const int64_t next = steps * kAmxTile;
+  float* c10 = c + kAmxRows * ldc;
+  _tile_loadd(0, c, c_stride);
+  if constexpr (NB > 1) _tile_loadd(1, c + 16, c_stride);
+  if constexpr (MB > 1) _tile_loadd(2, c10, c_stride);
+  if constexpr (MB > 1 && NB > 1) _tile_loadd(3, c10 + 16, c_stride);
+  for (int64_t s = 0; s < steps; ++s) {
+    _tile_loadd(4, a + s * kAmxTile, 64);
+    _tile_loadd(6, b + s * kAmxTile, 64);
+    _tile_dpbf16ps(0, 4, 6);
+    if constexpr (NB > 1) {
+      _tile_loadd(7, b + next + s * kAmxTile, 64);
+      _tile_dpbf16ps(1, 4, 7);
+    }
+    if constexpr (MB > 1) {
+      _tile_loadd(5, a + next + s * kAmxTile, 64);
+      _tile_dpbf16ps(2, 5, 6);
+    }
+    if constexpr (MB > 1 && NB > 1) _tile_dpbf16ps(3, 5, 7);
+  }
+  _tile_stored(0, c, c_stride);
+  if constexpr (NB > 1) _tile_stored(1, c + 16, c_stride);
+  if constexpr (MB > 1) _tile_stored(2, c10, c_stride);
+  if constexpr (MB > 1 && NB > 1) _tile_stored(3, c10 + 16, c_stride);
+}
+
+// c (16 * row_blocks x 16 * col_blocks float32, row stride ldc) += A B over `steps`, in groups
+// of 2 x 2 tiles where the blocks allow.
+inline void tile_product(const bf16* a, int64_t row_blocks, const bf16* b, int64_t col_blocks,
+                         int64_t steps, float* c, int64_t ldc) {
+  const int64_t next = steps * kAmxTile;
+  for (int64_t i = 0; i < row_blocks; i += 2) {
+    for (int64_t j = 0; j < col_blocks; j += 2) {
+      const bf16* ai = a + i * next;
+      const bf16* bj = b + j * next;
+      float* cij = c + i * kAmxRows * ldc + j * 16;
+      const bool two_rows = i + 1 < row_blocks, two_cols = j + 1 < col_blocks;
+      if (two_rows && two_cols) {
+        block_product<2, 2>(ai, bj, steps, cij, ldc);
+      } else if (two_rows) {
+        block_product<2, 1>(ai, bj, steps, cij, ldc);
+      } else if (two_cols) {
+        block_product<1, 2>(ai, bj, steps, cij, ldc);
+      } else {
+        block_product<1, 1>(ai, bj, steps, cij, ldc);
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace nol_fast
