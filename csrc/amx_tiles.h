@@ -11,8 +11,8 @@
 // Products of bfloat16 values are exact in float32, and the sums are float32, so a result is
 // the exact product rounded by float32 sums, in an order that differs from the FMA loops'.
 //
-// The helpers here move data into those layouts (pack_pairs, pack_transposed) and add the
-// products of packed tiles to float32 results, up to 2 x 2 C tiles at a time over a run of
+// The helpers here move data into those layouts (pack_rows, pack_pairs, pack_transposed) and
+// multiply packed tiles into float32 results, up to 2 x 2 C tiles at a time over a run of
 // reduction steps (tile_product). A thread configures its tiles on entry and releases them when
 // done (TileScope).
 #pragma once
@@ -100,6 +100,22 @@ inline void transpose_16x16(__m512i r[16]) {
   }
 }
 
+// Rows [r0, r0 + count) (count <= 32) of the (., cols) matrix x (row stride ld) as A tiles:
+// the tile of row block i (16 rows) and step s (32 columns) at out + (i * steps + s) *
+// kAmxTile, zeros past the last column. Rows past `count` keep what they held.
+inline void pack_rows(const bf16* x, int64_t ld, int64_t r0, int64_t count, int64_t cols,
+                      int64_t steps, bf16* out) {
+  for (int64_t r = 0; r < count; ++r) {
+    const bf16* row = x + (r0 + r) * ld;
+    bf16* dst = out + (r / kAmxRows) * steps * kAmxTile + (r % kAmxRows) * kAmxDepth;
+    for (int64_t s = 0; s < steps; ++s) {
+      const int64_t width = cols - s * kAmxDepth;
+      const __mmask32 mask = width >= 32 ? ~0u : static_cast<__mmask32>((1u << width) - 1);
+      _mm512_storeu_si512(dst + s * kAmxTile, _mm512_maskz_loadu_epi16(mask, row + s * kAmxDepth));
+    }
+  }
+}
+
 // Rows [t0, t0 + 32 * steps) of the (rows, cols) matrix x as B tiles: the tile of column block
 // b and step s at out + (b * steps + s) * kAmxTile. Rows past `rows` are zeros.
 inline void pack_pairs(const bf16* x, int64_t ld, int64_t t0, int64_t rows, int64_t cols,
@@ -135,18 +151,25 @@ inline void pack_transposed(const bf16* x, int64_t ld, int64_t t0, int64_t rows,
   }
 }
 
-// c (MB x NB tiles of 16 x 16 float32, row stride ldc floats) += the sum over `steps` of
-// A(i, step) B(j, step), i < MB, j < NB, for A and B tiles packed as above: those of block i
-// and step s at a + (i * steps + s) * kAmxTile. Tiles 0-3 hold C, 4-5 A and 6-7 B.
-template <int MB, int NB>
+// c (MB x NB tiles of 16 x 16 float32, row stride ldc floats) = (ADD: c +) the sum over
+// `steps` of A(i, step) B(j, step), i < MB, j < NB, for A and B tiles packed as above: those of
+// block i and step s at a + (i * steps + s) * kAmxTile. Tiles 0-3 hold C, 4-5 A and 6-7 B.
+template <int MB, int NB, bool ADD>
 inline void block_product(const bf16* a, const bf16* b, int64_t steps, float* c, int64_t ldc) {
   const int64_t c_stride = ldc * static_cast<int64_t>(sizeof(float));
   const int64_t next = steps * kAmxTile;
   float* c10 = c + kAmxRows * ldc;
-  _tile_loadd(0, c, c_stride);
-  if constexpr (NB > 1) _tile_loadd(1, c + 16, c_stride);
-  if constexpr (MB > 1) _tile_loadd(2, c10, c_stride);
-  if constexpr (MB > 1 && NB > 1) _tile_loadd(3, c10 + 16, c_stride);
+  if constexpr (ADD) {
+    _tile_loadd(0, c, c_stride);
+    if constexpr (NB > 1) _tile_loadd(1, c + 16, c_stride);
+    if constexpr (MB > 1) _tile_loadd(2, c10, c_stride);
+    if constexpr (MB > 1 && NB > 1) _tile_loadd(3, c10 + 16, c_stride);
+  } else {
+    _tile_zero(0);
+    if constexpr (NB > 1) _tile_zero(1);
+    if constexpr (MB > 1) _tile_zero(2);
+    if constexpr (MB > 1 && NB > 1) _tile_zero(3);
+  }
   for (int64_t s = 0; s < steps; ++s) {
     _tile_loadd(4, a + s * kAmxTile, 64);
     _tile_loadd(6, b + s * kAmxTile, 64);
@@ -167,8 +190,9 @@ inline void block_product(const bf16* a, const bf16* b, int64_t steps, float* c,
   if constexpr (MB > 1 && NB > 1) _tile_stored(3, c10 + 16, c_stride);
 }
 
-// c (16 * row_blocks x 16 * col_blocks float32, row stride ldc) += A B over `steps`, in groups
-// of 2 x 2 tiles where the blocks allow.
+// c (16 * row_blocks x 16 * col_blocks float32, row stride ldc) = (ADD: c +) A B over
+// `steps`, in groups of 2 x 2 tiles where the blocks allow.
+template <bool ADD>
 inline void tile_product(const bf16* a, int64_t row_blocks, const bf16* b, int64_t col_blocks,
                          int64_t steps, float* c, int64_t ldc) {
   const int64_t next = steps * kAmxTile;
@@ -179,13 +203,13 @@ inline void tile_product(const bf16* a, int64_t row_blocks, const bf16* b, int64
       float* cij = c + i * kAmxRows * ldc + j * 16;
       const bool two_rows = i + 1 < row_blocks, two_cols = j + 1 < col_blocks;
       if (two_rows && two_cols) {
-        block_product<2, 2>(ai, bj, steps, cij, ldc);
+        block_product<2, 2, ADD>(ai, bj, steps, cij, ldc);
       } else if (two_rows) {
-        block_product<2, 1>(ai, bj, steps, cij, ldc);
+        block_product<2, 1, ADD>(ai, bj, steps, cij, ldc);
       } else if (two_cols) {
-        block_product<1, 2>(ai, bj, steps, cij, ldc);
+        block_product<1, 2, ADD>(ai, bj, steps, cij, ldc);
       } else {
-        block_product<1, 1>(ai, bj, steps, cij, ldc);
+        block_product<1, 1, ADD>(ai, bj, steps, cij, ldc);
       }
     }
   }

@@ -1,5 +1,6 @@
-// The bfloat16 kernels whose products run on AMX tiles (amx_tiles.h): the row reduction. They
-// are compiled for AMX and AVX-512 here and called only where amx_enabled() (kernels_amx.h).
+// The bfloat16 kernels whose products run on AMX tiles (amx_tiles.h): the row reduction, the
+// row product and the shared-matrix product. They are compiled for AMX and AVX-512 here and called only where amx_enabled()
+// (kernels_amx.h).
 #include "kernels_amx.h"
 
 #include <atomic>
@@ -48,7 +49,73 @@ void reduce_range_amx(const RowReduction& args, int64_t begin, int64_t end, int6
                     a_tiles.data());
     pack_pairs(static_cast<const bf16*>(args.b), args.ldb, start, end, args.n, steps,
                b_tiles.data());
-    tile_product(a_tiles.data(), row_blocks, b_tiles.data(), col_blocks, steps, total, n_pad);
+    tile_product<true>(a_tiles.data(), row_blocks, b_tiles.data(), col_blocks, steps, total,
+                       n_pad);
+  }
+}
+
+// Rows [0, rows) of c (float32, row stride ldc), columns [0, cols), rounded to bfloat16 into
+// out (row stride ldo), each first added to out's value when `accumulate`.
+void store_rounded(const float* c, int64_t ldc, int64_t rows, int64_t cols, bool accumulate,
+                   bf16* out, int64_t ldo) {
+  for (int64_t r = 0; r < rows; ++r) {
+    bf16* row = out + r * ldo;
+    for (int64_t j = 0; j < cols; j += 16) {
+      const int64_t width = cols - j;
+      const __mmask16 mask = width >= 16 ? 0xffff : static_cast<__mmask16>((1u << width) - 1);
+      __m512 v = _mm512_loadu_ps(c + r * ldc + j);
+      if (accumulate) {
+        const __m512i old = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, row + j));
+        v = _mm512_add_ps(v, _mm512_castsi512_ps(_mm512_slli_epi32(old, 16)));
+      }
+      // nearest even, as torch rounds (values below float32's normal range become zero)
+      _mm256_mask_storeu_epi16(row + j, mask, reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v)));
+    }
+  }
+}
+
+// Rows per block of the row product: two row blocks of tiles.
+constexpr int64_t kProductRows = 2 * kAmxRows;
+
+// Rows [begin, end) of the row product, 32 at a time: the rows packed as A tiles, their product
+// with the weight's B tiles in float32, then rounded (after adding out's values) into out.
+void matmul_range_amx(const RowsMatmul& args, const bf16* w_tiles, int64_t begin, int64_t end) {
+  const int64_t steps = round_up(args.k, kAmxDepth) / kAmxDepth;
+  const int64_t n_pad = round_up(args.n, 16);
+  std::vector<bf16> a_tiles(static_cast<size_t>(2 * steps * kAmxTile), 0);
+  std::vector<float> c(static_cast<size_t>(kProductRows * n_pad));
+  const bf16* a = static_cast<const bf16*>(args.a);
+  bf16* out = static_cast<bf16*>(args.out);
+  const TileScope tiles;
+  for (int64_t start = begin; start < end; start += kProductRows) {
+    const int64_t rows = std::min(kProductRows, end - start);
+    pack_rows(a, args.lda, start, rows, args.k, steps, a_tiles.data());
+    tile_product<false>(a_tiles.data(), round_up(rows, kAmxRows) / kAmxRows, w_tiles,
+                        n_pad / 16, steps, c.data(), n_pad);
+    store_rounded(c.data(), n_pad, rows, args.n, args.accumulate, out + start * args.ldo,
+                  args.ldo);
+  }
+}
+
+// Products [begin, end) of the shared-matrix product: each product's right operand packed as
+// B tiles, multiplied by the matrix's A tiles in float32, rounded into its output.
+void shared_range_amx(const SharedMatmul& args, const bf16* m_tiles, int64_t begin,
+                      int64_t end) {
+  const int64_t steps = round_up(args.cols, kAmxDepth) / kAmxDepth;
+  const int64_t row_blocks = round_up(args.rows, kAmxRows) / kAmxRows;
+  const int64_t rest_pad = round_up(args.rest, 16);
+  std::vector<bf16> b_tiles(static_cast<size_t>(rest_pad / 16 * steps * kAmxTile));
+  std::vector<float> c(static_cast<size_t>(row_blocks * kAmxRows * rest_pad));
+  const bf16* t = static_cast<const bf16*>(args.t);
+  bf16* out = static_cast<bf16*>(args.out);
+  const TileScope tiles;
+  for (int64_t l = begin; l < end; ++l) {
+    pack_pairs(t + l * args.cols * args.rest, args.rest, 0, args.cols, args.rest, steps,
+               b_tiles.data());
+    tile_product<false>(m_tiles, row_blocks, b_tiles.data(), rest_pad / 16, steps, c.data(),
+                        rest_pad);
+    store_rounded(c.data(), rest_pad, args.rows, args.rest, args.accumulate,
+                  out + l * args.rows * args.rest, args.rest);
   }
 }
 
@@ -86,6 +153,44 @@ void reduce_rows_amx(const RowReduction& args, int num_threads) {
   add_partials(partial.data(), threads, m_pad, n_pad, args);
 }
 
+void rows_matmul_amx(const RowsMatmul& args, int num_threads) {
+  // the weight rounded to bfloat16, as autocast rounds it, in B tiles
+  const int64_t steps = round_up(args.k, kAmxDepth) / kAmxDepth;
+  std::vector<bf16> w(static_cast<size_t>(args.k * args.n));
+  for (int64_t i = 0; i < args.k; ++i) {
+    for (int64_t j = 0; j < args.n; ++j) {
+      w[i * args.n + j] = from_float<bf16>(args.w[i * args.w_stride_k + j * args.w_stride_n]);
+    }
+  }
+  std::vector<bf16> w_tiles(static_cast<size_t>(round_up(args.n, 16) / 16 * steps * kAmxTile));
+  pack_pairs(w.data(), args.n, 0, args.k, args.n, steps, w_tiles.data());
+  const int64_t inputs = args.rows * (args.k + args.n);
+  const int threads = inputs >= kParallelMinInputs && num_threads > 1 ? num_threads : 1;
+#pragma omp parallel num_threads(threads)
+  {
+    const int64_t n = omp_get_num_threads(), id = omp_get_thread_num();
+    matmul_range_amx(args, w_tiles.data(), args.rows * id / n, args.rows * (id + 1) / n);
+  }
+}
+
+void shared_matmul_amx(const SharedMatmul& args, int num_threads) {
+  const int64_t steps = round_up(args.cols, kAmxDepth) / kAmxDepth;
+  const int64_t row_blocks = round_up(args.rows, kAmxRows) / kAmxRows;
+  std::vector<bf16> m_tiles(static_cast<size_t>(row_blocks * steps * kAmxTile), 0);
+  const bf16* m = static_cast<const bf16*>(args.matrix);
+  for (int64_t r0 = 0; r0 < args.rows; r0 += 2 * kAmxRows) {
+    pack_rows(m, args.cols, r0, std::min(2 * kAmxRows, args.rows - r0), args.cols, steps,
+              m_tiles.data() + r0 / kAmxRows * steps * kAmxTile);
+  }
+  const int64_t work = args.lead * args.rest * (args.rows + args.cols);
+  const int threads = work >= kParallelMinInputs && num_threads > 1 ? num_threads : 1;
+#pragma omp parallel num_threads(threads)
+  {
+    const int64_t n = omp_get_num_threads(), id = omp_get_thread_num();
+    shared_range_amx(args, m_tiles.data(), args.lead * id / n, args.lead * (id + 1) / n);
+  }
+}
+
 }  // namespace detail
 }  // namespace nol_fast
 #pragma GCC diagnostic pop
@@ -97,6 +202,8 @@ namespace nol_fast {
 bool amx_available() { return false; }
 namespace detail {
 void reduce_rows_amx(const RowReduction&, int) {}
+void rows_matmul_amx(const RowsMatmul&, int) {}
+void shared_matmul_amx(const SharedMatmul&, int) {}
 }  // namespace detail
 }  // namespace nol_fast
 

@@ -203,6 +203,36 @@ void reduce_rows(int64_t rows, int64_t m, int64_t n, int64_t a, int64_t lda, int
   nol_fast::reduce_rows(args, num_threads);
 }
 
+void rows_matmul(int64_t rows, int64_t k, int64_t n, int64_t a, int64_t lda, int64_t w,
+                 int64_t w_stride_k, int64_t w_stride_n, int64_t out, int64_t ldo,
+                 bool accumulate, int num_threads) {
+  if (!nol_fast::amx_enabled()) {
+    throw std::runtime_error("rows_matmul: AMX tiles are not available or turned off");
+  }
+  if (rows < 0 || k < 1 || n < 1 || lda < k || ldo < n) {
+    throw std::invalid_argument("rows_matmul: bad shape or row stride");
+  }
+  const nol_fast::RowsMatmul args{rows, k, n, pointer<const void>(a), lda,
+                                  pointer<const float>(w), w_stride_k, w_stride_n,
+                                  pointer<void>(out), ldo, accumulate};
+  py::gil_scoped_release release;
+  nol_fast::detail::rows_matmul_amx(args, num_threads);
+}
+
+void shared_matmul(int64_t lead, int64_t rows, int64_t cols, int64_t rest, int64_t matrix,
+                   int64_t t, int64_t out, bool accumulate, int num_threads) {
+  if (!nol_fast::amx_enabled()) {
+    throw std::runtime_error("shared_matmul: AMX tiles are not available or turned off");
+  }
+  if (lead < 0 || rows < 1 || cols < 1 || rest < 1) {
+    throw std::invalid_argument("shared_matmul: bad shape");
+  }
+  const nol_fast::SharedMatmul args{lead, rows, cols, rest, pointer<const void>(matrix),
+                                    pointer<const void>(t), pointer<void>(out), accumulate};
+  py::gil_scoped_release release;
+  nol_fast::detail::shared_matmul_amx(args, num_threads);
+}
+
 nol_fast::ModeMixing mode_mixing_args(int64_t batch, int64_t modes, int64_t in_ch,
                                       int64_t out_ch, int64_t x,
                                       const std::vector<int64_t>& x_strides, int64_t y,
@@ -406,6 +436,17 @@ PYBIND11_MODULE(_C, m) {
         "(see nol_fast.ops.pointwise.row_reduction).",
         py::arg("rows"), py::arg("m"), py::arg("n"), py::arg("a"), py::arg("lda"), py::arg("b"),
         py::arg("ldb"), py::arg("out"), py::arg("storage"), py::arg("num_threads"));
+  m.def("rows_matmul", &rows_matmul,
+        "out (=|+=) a @ w on AMX tiles for bfloat16 (rows, k) a and out and a float32 (k, n) "
+        "w read through strides (see nol_fast.ops.pointwise.cpu.matmul_rows).",
+        py::arg("rows"), py::arg("k"), py::arg("n"), py::arg("a"), py::arg("lda"), py::arg("w"),
+        py::arg("w_stride_k"), py::arg("w_stride_n"), py::arg("out"), py::arg("ldo"),
+        py::arg("accumulate"), py::arg("num_threads"));
+  m.def("shared_matmul", &shared_matmul,
+        "out[l] (=|+=) matrix @ t[l] on AMX tiles for contiguous bfloat16 operands (see "
+        "nol_fast.ops.spectral_conv.cpu).",
+        py::arg("lead"), py::arg("rows"), py::arg("cols"), py::arg("rest"), py::arg("matrix"),
+        py::arg("t"), py::arg("out"), py::arg("accumulate"), py::arg("num_threads"));
   m.def("amx_available", &nol_fast::amx_available,
         "Whether this CPU and OS let the bfloat16 kernels run their products on AMX tiles.");
   m.def("amx_enabled", &nol_fast::amx_enabled,

@@ -42,6 +42,21 @@ def make_data(n: int = 40, in_channels: int = 2, grid: int = 6, seed: int = 0):
     return x, y
 
 
+def _amx_available() -> bool:
+    from nol_fast.ops.extension import EXTENSION
+
+    return EXTENSION is not None and EXTENSION.amx_available()
+
+
+# The bfloat16 kernels' two paths where the CPU has AMX: AMX tiles and the fallback (the FMA
+# loops or torch), as values of a test's ``amx`` argument.
+AMX_PATHS = [
+    pytest.param(True, id="amx", marks=pytest.mark.skipif(
+        not _amx_available(), reason="this CPU (or OS) offers no AMX tiles")),
+    pytest.param(False, id="no-amx"),
+]
+
+
 def require_extension() -> None:
     """Skip without ``nol_fast._C`` where nothing could build it; fail where something could.
 

@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 from nol_fast.ops.pointwise import ACTIVATIONS, channel_mlp, resolve_layer_backend
 from nol_fast.ops.pointwise.epilogue import epilogue_backward, epilogue_forward
-from tests.conftest import require_extension
+from tests.conftest import AMX_PATHS, require_extension
 
 ACTS = ["none", *ACTIVATIONS]
 SKIPS = ["none", "identity", "scale"]
@@ -268,24 +268,13 @@ def test_backends_report_the_fno_layers():
     assert report["cuda"]["cpu"] == "unavailable: runs on CPU tensors only"
 
 
-def storage_paths() -> list:
-    """(dtype, amx) of the row reduction's paths: float32, and bfloat16 on AMX tiles (where the
-    CPU has them) and on the FMA loops."""
-    from nol_fast.ops.extension import EXTENSION
-
-    has_amx = EXTENSION is not None and EXTENSION.amx_available()
-    return [pytest.param(torch.float32, False, id="float32"),
-            pytest.param(torch.bfloat16, True, id="bfloat16-amx", marks=pytest.mark.skipif(
-                not has_amx, reason="this CPU (or OS) offers no AMX tiles")),
-            pytest.param(torch.bfloat16, False, id="bfloat16-fma")]
-
-
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize(("rows", "m", "n"), [
     (0, 3, 5), (1, 1, 1), (3, 9, 33), (300, 5, 7), (4099, 16, 32), (2 * 4096 + 77, 3, 64),
     (1000, 64, 40), (1537, 33, 47),
 ])
-@pytest.mark.parametrize(("dtype", "amx"), storage_paths())
+@pytest.mark.parametrize("amx", AMX_PATHS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_reduce_rows_matches_a_float64_product(rows, m, n, dtype, amx, threads):
     # odd shapes: result blocks of the kernels (8 x 32 for FMA, 16 x 16 tiles for AMX), their
     # tiles and chunks of rows (128; AMX: 32 and 512) cut short, fewer rows than threads, no
@@ -294,6 +283,8 @@ def test_reduce_rows_matches_a_float64_product(rows, m, n, dtype, amx, threads):
     from nol_fast.ops.extension import amx_kernels
     from nol_fast.ops.pointwise.row_reduction import reduce_rows
 
+    if dtype == torch.float32 and amx:
+        pytest.skip("AMX runs bfloat16 products only")
     torch.manual_seed(rows + m + n)
     a, b = torch.randn(rows, m).to(dtype), torch.randn(rows, n).to(dtype)
     previous = torch.get_num_threads()

@@ -29,7 +29,7 @@ import functools
 import torch
 
 from nol_fast.ops.fno_block.spec import BlockParams, BlockSpec
-from nol_fast.ops.pointwise.cpu import linear_rows, weight_grad
+from nol_fast.ops.pointwise.cpu import linear_rows, matmul_rows, weight_grad
 from nol_fast.ops.pointwise.epilogue import epilogue_backward, epilogue_forward
 from nol_fast.ops.spectral_conv import cpu as spectral
 from nol_fast.ops.spectral_conv.modes import mode_index
@@ -55,7 +55,7 @@ def _epilogue_skip(kind: str, x: torch.Tensor, weight: torch.Tensor | None
 def _add_linear_skip(y: torch.Tensor, kind: str, x: torch.Tensor, weight: torch.Tensor | None
                      ) -> None:
     if kind == "linear":
-        y.addmm_(x, weight.to(x.dtype).T)
+        matmul_rows(x, weight.T, out=y, add=True)
 
 
 def _empty(like: torch.Tensor) -> torch.Tensor:
@@ -131,15 +131,15 @@ def cpu_fno_block_backward(
             grad_pre_out=scratch("wide", wide) if grad2 is not None else None)
         if spec.mlp_skip == "linear":
             grads.mlp_skip = weight_grad(g2, rows, params.mlp_skip)
-            grad_x = torch.mm(g2, params.mlp_skip.to(dtype))
+            grad_x = matmul_rows(g2, params.mlp_skip)
         elif spec.mlp_skip == "soft-gating":
             grads.mlp_skip = gate2
         w2_grad = weight_grad(g2, hidden, w2)
-        g_hidden = torch.mm(g2, w2.to(dtype), out=scratch("narrow", narrow))
+        g_hidden = matmul_rows(g2, w2, out=scratch("narrow", narrow))
         g_hidden, b1, _, _ = epilogue_backward(g_hidden, grad_hidden, grad_pre_out=g_hidden)
         grads.mlp_weights = (weight_grad(g_hidden, a1, w1), w2_grad)
         grads.mlp_biases = (b1, b2)
-        g = torch.mm(g_hidden, w1.to(dtype), out=scratch("wide", wide))
+        g = matmul_rows(g_hidden, w1, out=scratch("wide", wide))
     elif grad2 is not None:
         g = epilogue_backward(g, grad2, want_bias=False, grad_pre_out=scratch("wide", wide))[0]
     # in place where g is already a scratch buffer; grad_out itself is never written
@@ -149,8 +149,7 @@ def cpu_fno_block_backward(
         grad_pre_out=g1_out if grad1 is not None else None)
     if spec.fno_skip == "linear":
         grads.fno_skip = weight_grad(g1, rows, params.fno_skip)
-        w = params.fno_skip.to(g1.dtype)
-        grad_x = torch.mm(g1, w) if grad_x is None else grad_x.addmm_(g1, w)
+        grad_x = matmul_rows(g1, params.fno_skip, out=grad_x, add=grad_x is not None)
     elif spec.fno_skip == "soft-gating":
         grads.fno_skip = gate1
     grad_x, grads.spectral_weight = spectral.backward_modes(

@@ -17,14 +17,40 @@ from collections.abc import Sequence
 
 import torch
 
-from nol_fast.ops.extension import EXTENSION
+from nol_fast.ops.extension import EXTENSION, amx_enabled
 from nol_fast.ops.pointwise.epilogue import ACTIVATION_CODES, STORAGE_CODES
 from nol_fast.ops.pointwise.row_reduction import reduce_rows
 
 
+def matmul_rows(a: torch.Tensor, w: torch.Tensor, out: torch.Tensor | None = None,
+                add: bool = False) -> torch.Tensor:
+    """``a @ w`` in the dtype of ``a``, into ``out`` when given (added to it with ``add``).
+
+    ``a`` is a ``(rows, k)`` channels-last activation and ``w`` a ``(k, n)`` view of a layer's
+    float32 weight (``W^T`` forward, ``W`` for the input gradient), cast to ``a``'s dtype as
+    autocast casts it. bfloat16 products run on AMX tiles where the CPU has them
+    (``rows_matmul`` of ``csrc/kernels_amx.cpp``): oneDNN's bfloat16 GEMM costs about 20 us
+    per call before any work and runs these skinny shapes far below the tiles' speed. Otherwise
+    torch's GEMM runs.
+    """
+    if (a.dtype == torch.bfloat16 and w.dtype == torch.float32 and amx_enabled()
+            and a.stride(1) == 1 and (out is None or out.stride(1) == 1)):
+        rows, k = a.shape
+        if out is None:
+            out = a.new_empty((rows, w.shape[1]))
+        EXTENSION.rows_matmul(rows, k, w.shape[1], a.data_ptr(), a.stride(0), w.data_ptr(),
+                              w.stride(0), w.stride(1), out.data_ptr(), out.stride(0), add,
+                              torch.get_num_threads())
+        return out
+    w = w.to(a.dtype)
+    if add:
+        return out.addmm_(a, w)
+    return torch.mm(a, w) if out is None else torch.mm(a, w, out=out)
+
+
 def linear_rows(rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``rows @ weight^T`` in the dtype of ``rows``: ``(n, in) -> (n, out)``."""
-    return torch.mm(rows, weight.to(rows.dtype).T)
+    return matmul_rows(rows, weight.T)
 
 
 def weight_grad(grad_rows: torch.Tensor, input_rows: torch.Tensor, like: torch.Tensor

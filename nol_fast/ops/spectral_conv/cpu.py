@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import torch
 
+from nol_fast.ops.extension import EXTENSION, amx_enabled
 from nol_fast.ops.spectral_conv.mixing import (
     mix_modes,
     mix_modes_backward,
@@ -163,6 +164,14 @@ def _contract(t: torch.Tensor, matrix: torch.Tensor, lead: int, rest: int,
             return matrix @ b
         return out.view(rows, rest).addmm_(matrix, b)
     b = t.reshape(lead, cols, rest)
+    if b.dtype == torch.bfloat16 and b.is_contiguous() and amx_enabled():
+        # on AMX tiles: torch's bfloat16 bmm copies the shared matrix once per batch entry
+        target = b.new_empty((lead, rows, rest)) if out is None else out.view(lead, rows, rest)
+        matrix = matrix.contiguous()  # (the adjoints' transposed matrices are tiny)
+        EXTENSION.shared_matmul(lead, rows, cols, rest, matrix.data_ptr(),
+                                b.data_ptr(), target.data_ptr(), out is not None,
+                                torch.get_num_threads())
+        return target
     # the matrix broadcast as a stride-0 batch: torch.matmul would copy it lead times first
     shared = matrix.expand(lead, rows, cols)
     if out is None:
