@@ -57,13 +57,24 @@ class TileScope {
 };
 
 // 16 bfloat16 of row r, columns [c0, c0 + 16) of a (rows, cols) matrix with row stride ld;
-// zeros past the last column and for r >= rows.
+// zeros past the last column and for r >= rows. A float32 matrix is rounded to bfloat16
+// (nearest even; values below float32's normal range become zero).
+inline __mmask16 first16(int64_t width) {
+  if (width <= 0) return 0;
+  return width >= 16 ? 0xffff : static_cast<__mmask16>((1u << width) - 1);
+}
+
 inline __m256i load_row16(const bf16* x, int64_t ld, int64_t r, int64_t rows, int64_t c0,
                           int64_t cols) {
   if (r >= rows) return _mm256_setzero_si256();
-  const int64_t width = cols - c0;
-  const __mmask16 mask = width >= 16 ? 0xffff : static_cast<__mmask16>((1u << width) - 1);
-  return _mm256_maskz_loadu_epi16(mask, x + r * ld + c0);
+  return _mm256_maskz_loadu_epi16(first16(cols - c0), x + r * ld + c0);
+}
+
+inline __m256i load_row16(const float* x, int64_t ld, int64_t r, int64_t rows, int64_t c0,
+                          int64_t cols) {
+  if (r >= rows) return _mm256_setzero_si256();
+  return reinterpret_cast<__m256i>(
+      _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(first16(cols - c0), x + r * ld + c0)));
 }
 
 // Two rows of 16 as 16 pairs: 32-bit element i is (even[i], odd[i]).
@@ -100,25 +111,37 @@ inline void transpose_16x16(__m512i r[16]) {
   }
 }
 
-// Rows [r0, r0 + count) (count <= 32) of the (., cols) matrix x (row stride ld) as A tiles:
-// the tile of row block i (16 rows) and step s (32 columns) at out + (i * steps + s) *
-// kAmxTile, zeros past the last column. Rows past `count` keep what they held.
-inline void pack_rows(const bf16* x, int64_t ld, int64_t r0, int64_t count, int64_t cols,
+// Rows [r0, r0 + count) of the (., cols) matrix x (row stride ld) as A tiles: the tile of row
+// block i (16 rows) and step s (32 columns) at out + (i * steps + s) * kAmxTile, zeros past
+// the last column. Rows past `count` keep what they held. A float32 matrix is rounded to
+// bfloat16 (nearest even).
+inline __m512i load_row32(const bf16* row, int64_t width) {
+  const __mmask32 mask = width >= 32 ? ~0u : static_cast<__mmask32>((1u << width) - 1);
+  return _mm512_maskz_loadu_epi16(mask, row);
+}
+
+inline __m512i load_row32(const float* row, int64_t width) {
+  const __m512 low = _mm512_maskz_loadu_ps(first16(width), row);
+  const __m512 high = _mm512_maskz_loadu_ps(first16(width - 16), row + 16);
+  return reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(high, low));
+}
+
+template <typename S>
+inline void pack_rows(const S* x, int64_t ld, int64_t r0, int64_t count, int64_t cols,
                       int64_t steps, bf16* out) {
   for (int64_t r = 0; r < count; ++r) {
-    const bf16* row = x + (r0 + r) * ld;
+    const S* row = x + (r0 + r) * ld;
     bf16* dst = out + (r / kAmxRows) * steps * kAmxTile + (r % kAmxRows) * kAmxDepth;
     for (int64_t s = 0; s < steps; ++s) {
-      const int64_t width = cols - s * kAmxDepth;
-      const __mmask32 mask = width >= 32 ? ~0u : static_cast<__mmask32>((1u << width) - 1);
-      _mm512_storeu_si512(dst + s * kAmxTile, _mm512_maskz_loadu_epi16(mask, row + s * kAmxDepth));
+      _mm512_storeu_si512(dst + s * kAmxTile, load_row32(row + s * kAmxDepth, cols - s * kAmxDepth));
     }
   }
 }
 
 // Rows [t0, t0 + 32 * steps) of the (rows, cols) matrix x as B tiles: the tile of column block
 // b and step s at out + (b * steps + s) * kAmxTile. Rows past `rows` are zeros.
-inline void pack_pairs(const bf16* x, int64_t ld, int64_t t0, int64_t rows, int64_t cols,
+template <typename S>
+inline void pack_pairs(const S* x, int64_t ld, int64_t t0, int64_t rows, int64_t cols,
                        int64_t steps, bf16* out) {
   for (int64_t c0 = 0, block = 0; c0 < cols; c0 += 16, ++block) {
     for (int64_t s = 0; s < steps; ++s) {
@@ -134,7 +157,8 @@ inline void pack_pairs(const bf16* x, int64_t ld, int64_t t0, int64_t rows, int6
 
 // The same rows of x transposed, as A tiles: row i of the tile of column block b and step s is
 // column 16 b + i over the step's 32 rows. (The pairs of a step, transposed as 32-bit units.)
-inline void pack_transposed(const bf16* x, int64_t ld, int64_t t0, int64_t rows, int64_t cols,
+template <typename S>
+inline void pack_transposed(const S* x, int64_t ld, int64_t t0, int64_t rows, int64_t cols,
                             int64_t steps, bf16* out) {
   for (int64_t c0 = 0, block = 0; c0 < cols; c0 += 16, ++block) {
     for (int64_t s = 0; s < steps; ++s) {

@@ -1,11 +1,14 @@
 // The loops of the fused channel MLP (channel_mlp.h), compiled twice like the epilogues:
-// portable (cpu_kernels.cpp) and for AVX-512 (kernels_avx512.cpp).
+// portable (cpu_kernels.cpp) and for AVX-512 (kernels_avx512.cpp); kernels_amx.cpp compiles
+// them a third time with the products of channel_mlp_amx.h.
 //
 // A thread takes its rows kMlpTileRows at a time. Tiles are float32 (rows, stride) buffers, the
-// stride being the widest layer rounded up to whole blocks of the block product; a layer's GEMM
-// is the block product over the tile (rows rounded up to kBlockM; the rows past the tile's end
-// are computed and never stored). The weights are converted once per call to float32 in the
-// layouts the products read, zero-padded, so that padded columns of a layer's output are zero.
+// stride being the widest layer rounded up to whole blocks of the block product. The products
+// (a layer's GEMM, its input gradient's, its weight gradient's sum) are a policy of the row
+// loops: FmaProducts here runs the block product over the tile (rows rounded up to kBlockM;
+// the rows past the tile's end are computed and never stored), with the weights converted
+// once per call to float32 in the layouts the products read, zero-padded, so that padded
+// columns of a layer's output are zero.
 #pragma once
 
 #include <omp.h>
@@ -31,7 +34,6 @@ struct MlpWeights {
   int64_t stride = 0;  // of the tile buffers
   // forward: W^T, (K, round_up(N, kBlockN)); backward: W, (N, round_up(K, kBlockN))
   std::vector<std::vector<float>> matrices;
-  std::vector<std::vector<float>> biases;  // forward only: round_up(N, kBlockN)
 };
 
 // m (out, in), row-major, as float32 (in, round_up(out, kBlockN)): the b of a @ m^T.
@@ -59,14 +61,8 @@ inline MlpWeights prepare_weights(const ChannelMlp& a, bool forward) {
   }
   for (int64_t l = 0; l < a.layers; ++l) {
     const int64_t k = a.widths[l], n = a.widths[l + 1];
-    if (forward) {
-      w.matrices.push_back(padded_transpose(a.weights[l], n, k));
-      std::vector<float> b(static_cast<size_t>(round_up(n, kBlockN)), 0.0f);
-      std::copy(a.biases[l], a.biases[l] + n, b.begin());
-      w.biases.push_back(std::move(b));
-    } else {
-      w.matrices.push_back(padded_rows(a.weights[l], n, k));
-    }
+    w.matrices.push_back(forward ? padded_transpose(a.weights[l], n, k)
+                                 : padded_rows(a.weights[l], n, k));
   }
   return w;
 }
@@ -80,6 +76,43 @@ inline void tile_gemm(const float* a, int64_t rows, int64_t k, const float* b, i
     }
   }
 }
+
+// The products of the MLP on the FMA units: the block product over the float32 tiles, with
+// the weights as prepare_weights lays them out. A policy of the row loops below
+// (channel_mlp_amx.h has the one on AMX tiles): per call the prepared weights, per thread a
+// Thread of scratch, and the weight-gradient sums as GradSum.
+class WeightGradSum;
+
+class FmaProducts {
+ public:
+  using GradSum = WeightGradSum;
+  struct Thread {
+    explicit Thread(const FmaProducts&) {}
+  };
+
+  FmaProducts(const ChannelMlp& a, bool forward) : w_(prepare_weights(a, forward)) {}
+
+  int64_t stride() const { return w_.stride; }
+
+  // y (rows x n of a tile, holding the bias) += h (rows x k) @ W_l^T
+  void forward(Thread&, const float* h, int64_t rows, int64_t l, int64_t k, int64_t n,
+               float* y, int64_t stride) const {
+    tile_gemm(h, rows, k, w_.matrices[l].data(), round_up(n, kBlockN), y, stride);
+  }
+
+  // next (rows x k of a tile) = g (rows x n) @ W_l
+  void backward(Thread&, const float* g, int64_t rows, int64_t l, int64_t n, int64_t k,
+                float* next, int64_t stride) const {
+    const int64_t cols = round_up(k, kBlockN);
+    for (int64_t r = 0; r < round_up(rows, kBlockM); ++r) {
+      std::fill(&next[r * stride], &next[r * stride] + cols, 0.0f);
+    }
+    tile_gemm(g, rows, n, w_.matrices[l].data(), cols, next, stride);
+  }
+
+ private:
+  MlpWeights w_;
+};
 
 // Layers with at most this many outputs (a projection's last layer has one) run as dot
 // products over the inputs instead of the block product, which would pad them to kBlockN.
@@ -114,10 +147,24 @@ inline void store_tile(const float* tile, int64_t stride, int64_t rows, int64_t 
   }
 }
 
+// The layers' biases, zero-padded to whole blocks of the products.
+inline std::vector<std::vector<float>> padded_biases(const ChannelMlp& a) {
+  std::vector<std::vector<float>> biases;
+  for (int64_t l = 0; l < a.layers; ++l) {
+    std::vector<float> b(static_cast<size_t>(round_up(a.widths[l + 1], kBlockN)), 0.0f);
+    std::copy(a.biases[l], a.biases[l] + a.widths[l + 1], b.begin());
+    biases.push_back(std::move(b));
+  }
+  return biases;
+}
+
 // Rows [begin, end) of the MLP, tile by tile, all layers per tile.
-template <typename T, Activation A>
-void mlp_forward_rows(const ChannelMlp& a, const MlpWeights& w, int64_t begin, int64_t end) {
-  const int64_t stride = w.stride;
+template <typename T, Activation A, typename P>
+void mlp_forward_rows(const ChannelMlp& a, const P& products,
+                      const std::vector<std::vector<float>>& biases, int64_t begin,
+                      int64_t end) {
+  const int64_t stride = products.stride();
+  typename P::Thread thread(products);
   std::vector<float> h(static_cast<size_t>(kMlpTileRows * stride), 0.0f);
   std::vector<float> y(h.size(), 0.0f);
   for (int64_t start = begin; start < end; start += kMlpTileRows) {
@@ -126,14 +173,14 @@ void mlp_forward_rows(const ChannelMlp& a, const MlpWeights& w, int64_t begin, i
               stride);
     for (int64_t l = 0; l < a.layers; ++l) {
       const int64_t k = a.widths[l], n = a.widths[l + 1], cols = round_up(n, kBlockN);
-      const float* bias = w.biases[l].data();
+      const float* bias = biases[l].data();
       if (n <= kNarrowOutputs) {
         narrow_layer(h.data(), rows, k, a.weights[l], n, bias, y.data(), stride);
       } else {
         for (int64_t r = 0; r < round_up(rows, kBlockM); ++r) {
           std::copy(bias, bias + cols, &y[r * stride]);
         }
-        tile_gemm(h.data(), rows, k, w.matrices[l].data(), cols, y.data(), stride);
+        products.forward(thread, h.data(), rows, l, k, n, y.data(), stride);
       }
       if (l + 1 == a.layers) {
         store_tile(y.data(), stride, rows, n, static_cast<T*>(a.out) + start * n);
@@ -169,7 +216,7 @@ class WeightGradSum {
 
   // += g^T h over `rows` rows of the tiles g (rows, n) and h (rows, k), row stride `stride`
   // (at least the padded width of either: the block product reads whole blocks).
-  void add(const float* g, const float* h, int64_t rows, int64_t stride) {
+  void add(FmaProducts::Thread&, const float* g, const float* h, int64_t rows, int64_t stride) {
     const float* p = transposed_ ? h : g;
     const float* q = transposed_ ? g : h;
     for (int64_t i = 0; i < rows_; i += kBlockM) {
@@ -183,17 +230,8 @@ class WeightGradSum {
     return transposed_ ? sum_[j * cols_ + i] : sum_[i * cols_ + j];
   }
 
-  // out (n, k) = the sum of the threads' sums, in thread order.
-  static void add_up(const std::vector<const WeightGradSum*>& sums, float* out) {
-    const int64_t n = sums.front()->n_, k = sums.front()->k_;
-    for (int64_t i = 0; i < n; ++i) {
-      for (int64_t j = 0; j < k; ++j) {
-        float total = 0.0f;
-        for (const WeightGradSum* s : sums) total += s->at(i, j);
-        out[i * k + j] = total;
-      }
-    }
-  }
+  int64_t n() const { return n_; }
+  int64_t k() const { return k_; }
 
  private:
   int64_t n_, k_;
@@ -218,15 +256,17 @@ inline void add_column_sums(const float* g, int64_t rows, int64_t n, int64_t str
 }
 
 // A thread's sums of the MLP's weight and bias gradients.
+template <typename GradSum>
 struct MlpGradSums {
-  std::vector<WeightGradSum> weights;
+  std::vector<GradSum> weights;
   std::vector<std::vector<double>> biases;
 };
 
-template <typename T, Activation A>
-void mlp_backward_rows(const ChannelMlp& a, const MlpWeights& w, int64_t begin, int64_t end,
-                       MlpGradSums& sums) {
-  const int64_t stride = w.stride;
+template <typename T, Activation A, typename P>
+void mlp_backward_rows(const ChannelMlp& a, const P& products, int64_t begin, int64_t end,
+                       MlpGradSums<typename P::GradSum>& sums) {
+  const int64_t stride = products.stride();
+  typename P::Thread thread(products);
   const size_t size = static_cast<size_t>(kMlpTileRows * stride);
   std::vector<float> g(size, 0.0f), next(size, 0.0f), h(size, 0.0f), deriv(size, 0.0f);
   const int64_t last = a.layers - 1;
@@ -251,15 +291,11 @@ void mlp_backward_rows(const ChannelMlp& a, const MlpWeights& w, int64_t begin, 
         }
       }
       // weight gradient g^T h over the tile's rows, bias gradient sum(g)
-      sums.weights[l].add(g.data(), h.data(), rows, stride);
+      sums.weights[l].add(thread, g.data(), h.data(), rows, stride);
       add_column_sums(g.data(), rows, n, stride, sums.biases[l].data());
       if (l == 0 && a.grad_x == nullptr) break;
       // the input gradient g @ W, then through the activation's derivative
-      const int64_t cols = round_up(k, kBlockN);
-      for (int64_t r = 0; r < round_up(rows, kBlockM); ++r) {
-        std::fill(&next[r * stride], &next[r * stride] + cols, 0.0f);
-      }
-      tile_gemm(g.data(), rows, n, w.matrices[l].data(), cols, next.data(), stride);
+      products.backward(thread, g.data(), rows, l, n, k, next.data(), stride);
       if (l == 0) {
         store_tile(next.data(), stride, rows, k, static_cast<T*>(a.grad_x) + start * k);
         break;
@@ -289,8 +325,11 @@ void with_storage_and_activation(const ChannelMlp& a, F f) {
   });
 }
 
-inline void dispatch_mlp_forward(const ChannelMlp& a, int num_threads) {
-  const MlpWeights w = prepare_weights(a, true);
+// The MLP's forward pass with the products of P.
+template <typename P>
+void dispatch_mlp_forward(const ChannelMlp& a, int num_threads) {
+  const P products(a, true);
+  const std::vector<std::vector<float>> biases = padded_biases(a);
   const int threads = mlp_threads(a, num_threads);
   with_storage_and_activation(a, [&](auto storage_tag, auto activation_tag) {
     using T = decltype(storage_tag);
@@ -298,16 +337,19 @@ inline void dispatch_mlp_forward(const ChannelMlp& a, int num_threads) {
 #pragma omp parallel num_threads(threads)
     {
       const int64_t n = omp_get_num_threads(), id = omp_get_thread_num();
-      mlp_forward_rows<T, A>(a, w, a.rows * id / n, a.rows * (id + 1) / n);
+      mlp_forward_rows<T, A>(a, products, biases, a.rows * id / n, a.rows * (id + 1) / n);
     }
   });
 }
 
-inline void dispatch_mlp_backward(const ChannelMlp& a, int num_threads) {
-  const MlpWeights w = prepare_weights(a, false);
+// The MLP's backward pass with the products of P.
+template <typename P>
+void dispatch_mlp_backward(const ChannelMlp& a, int num_threads) {
+  using GradSum = typename P::GradSum;
+  const P products(a, false);
   const int threads = mlp_threads(a, num_threads);
-  std::vector<MlpGradSums> sums(static_cast<size_t>(threads));
-  for (MlpGradSums& s : sums) {
+  std::vector<MlpGradSums<GradSum>> sums(static_cast<size_t>(threads));
+  for (MlpGradSums<GradSum>& s : sums) {
     for (int64_t l = 0; l < a.layers; ++l) {
       s.weights.emplace_back(a.widths[l + 1], a.widths[l]);
       s.biases.emplace_back(static_cast<size_t>(a.widths[l + 1]), 0.0);
@@ -319,17 +361,20 @@ inline void dispatch_mlp_backward(const ChannelMlp& a, int num_threads) {
 #pragma omp parallel num_threads(threads)
     {
       const int64_t n = omp_get_num_threads(), id = omp_get_thread_num();
-      mlp_backward_rows<T, A>(a, w, a.rows * id / n, a.rows * (id + 1) / n, sums[id]);
+      mlp_backward_rows<T, A>(a, products, a.rows * id / n, a.rows * (id + 1) / n, sums[id]);
     }
   });
   // the threads' sums, in thread order
   for (int64_t l = 0; l < a.layers; ++l) {
-    std::vector<const WeightGradSum*> weights;
-    for (const MlpGradSums& s : sums) weights.push_back(&s.weights[l]);
-    WeightGradSum::add_up(weights, a.grad_weights[l]);
-    for (int64_t i = 0; i < a.widths[l + 1]; ++i) {
+    const int64_t n = a.widths[l + 1], k = a.widths[l];
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t j = 0; j < k; ++j) {
+        float total = 0.0f;
+        for (const MlpGradSums<GradSum>& s : sums) total += s.weights[l].at(i, j);
+        a.grad_weights[l][i * k + j] = total;
+      }
       double bias = 0.0;
-      for (const MlpGradSums& s : sums) bias += s.biases[l][i];
+      for (const MlpGradSums<GradSum>& s : sums) bias += s.biases[l][i];
       a.grad_biases[l][i] = static_cast<float>(bias);
     }
   }

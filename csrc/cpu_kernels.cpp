@@ -43,13 +43,19 @@ void reduce_rows(const RowReduction& args, int num_threads) {
 }
 
 void channel_mlp_forward(const ChannelMlp& args, int num_threads) {
+  if (args.storage == Storage::kBFloat16 && amx_enabled()) {
+    return detail::channel_mlp_forward_amx(args, num_threads);
+  }
   NOL_FAST_USE_AVX512(channel_mlp_forward_avx512(args, num_threads));
-  dispatch_mlp_forward(args, num_threads);
+  dispatch_mlp_forward<FmaProducts>(args, num_threads);
 }
 
 void channel_mlp_backward(const ChannelMlp& args, int num_threads) {
+  if (args.storage == Storage::kBFloat16 && amx_enabled()) {
+    return detail::channel_mlp_backward_amx(args, num_threads);
+  }
   NOL_FAST_USE_AVX512(channel_mlp_backward_avx512(args, num_threads));
-  dispatch_mlp_backward(args, num_threads);
+  dispatch_mlp_backward<FmaProducts>(args, num_threads);
 }
 
 void mode_mixing_forward(const ModeMixing& args, int num_threads) {

@@ -19,13 +19,14 @@
 #include <vector>
 
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,amx-tile,amx-bf16,fma")
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,amx-tile,amx-bf16,fma,prefer-vector-width=512")
 #define NOL_FAST_KERNEL_FMA 1
 // GCC 12's AVX-512 intrinsics start "undefined" vectors as copies of themselves, which -Wall
 // reports as maybe uninitialized wherever the unpacks and inserts of amx_tiles.h inline.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include "amx_tiles.h"
+#include "channel_mlp_amx.h"
 #include "row_reduction_kernel.h"
 
 namespace nol_fast {
@@ -153,6 +154,14 @@ void reduce_rows_amx(const RowReduction& args, int num_threads) {
   add_partials(partial.data(), threads, m_pad, n_pad, args);
 }
 
+void channel_mlp_forward_amx(const ChannelMlp& args, int num_threads) {
+  dispatch_mlp_forward<AmxProducts>(args, num_threads);
+}
+
+void channel_mlp_backward_amx(const ChannelMlp& args, int num_threads) {
+  dispatch_mlp_backward<AmxProducts>(args, num_threads);
+}
+
 void rows_matmul_amx(const RowsMatmul& args, int num_threads) {
   // the weight rounded to bfloat16, as autocast rounds it, in B tiles
   const int64_t steps = round_up(args.k, kAmxDepth) / kAmxDepth;
@@ -203,6 +212,8 @@ bool amx_available() { return false; }
 namespace detail {
 void reduce_rows_amx(const RowReduction&, int) {}
 void rows_matmul_amx(const RowsMatmul&, int) {}
+void channel_mlp_forward_amx(const ChannelMlp&, int) {}
+void channel_mlp_backward_amx(const ChannelMlp&, int) {}
 void shared_matmul_amx(const SharedMatmul&, int) {}
 }  // namespace detail
 }  // namespace nol_fast

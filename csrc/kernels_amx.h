@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "channel_mlp.h"
 #include "row_reduction.h"
 
 namespace nol_fast {
@@ -56,6 +57,8 @@ namespace detail {
 
 void reduce_rows_amx(const RowReduction& args, int num_threads);
 void rows_matmul_amx(const RowsMatmul& args, int num_threads);
+void channel_mlp_forward_amx(const ChannelMlp& args, int num_threads);
+void channel_mlp_backward_amx(const ChannelMlp& args, int num_threads);
 void shared_matmul_amx(const SharedMatmul& args, int num_threads);
 
 }  // namespace detail

@@ -37,11 +37,11 @@ void reduce_rows_avx512(const RowReduction& args, int num_threads) {
 }
 
 void channel_mlp_forward_avx512(const ChannelMlp& args, int num_threads) {
-  dispatch_mlp_forward(args, num_threads);
+  dispatch_mlp_forward<FmaProducts>(args, num_threads);
 }
 
 void channel_mlp_backward_avx512(const ChannelMlp& args, int num_threads) {
-  dispatch_mlp_backward(args, num_threads);
+  dispatch_mlp_backward<FmaProducts>(args, num_threads);
 }
 
 void mode_mixing_forward_avx512(const ModeMixing& args, int num_threads) {

@@ -152,23 +152,40 @@ def test_channel_mlp_cpu_matches_float64_reference(widths, activation):
         torch.testing.assert_close(got, want.float(), rtol=1e-4, atol=1e-4)
 
 
-def test_channel_mlp_bfloat16_within_twice_torch_error():
+@pytest.mark.parametrize("amx", AMX_PATHS)
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(("widths", "rows"), [
+    ((3, 32, 8), (4, 9, 10)), ((5, 70, 33, 9), (3, 67)), ((40, 17, 40), (201,)),
+])
+def test_channel_mlp_bfloat16_within_twice_torch_error(widths, rows, threads, amx):
+    # odd widths and 64-row tiles cut short, split between threads; with AMX the products
+    # round their operands to bfloat16 (as autocast does) and the weight gradients sum 32-row
+    # steps on tiles. (Every layer has 8 outputs or more: the error of a bias gradient of one
+    # or two entries is too much a matter of luck to compare.)
+    from nol_fast.ops.extension import amx_kernels
+
     torch.manual_seed(3)
-    weights, biases = mlp_params((3, 32, 8))
-    x = torch.randn(4, 9, 10, 3)
+    weights, biases = mlp_params(widths)
+    x = torch.randn(*rows, widths[0])
     leaves = [x.requires_grad_(), *weights, *biases]
-    grad_out = torch.randn(4, 9, 10, 8)
+    grad_out = torch.randn(*rows, widths[-1])
 
     def run(dtype, backend):
         outs = channel_mlp(x if dtype is None else x, weights, biases, "gelu", backend)
         return [outs, *torch.autograd.grad(outs, leaves, grad_out.to(outs.dtype))]
 
     doubles = [t.detach().double().requires_grad_() for t in leaves]
-    exact = channel_mlp(doubles[0], doubles[1:3], doubles[3:], "gelu")
+    n = len(weights)
+    exact = channel_mlp(doubles[0], doubles[1:1 + n], doubles[1 + n:], "gelu")
     exact = [exact, *torch.autograd.grad(exact, doubles, grad_out.double())]
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        ours = run(torch.bfloat16, "cpu")
-        theirs = run(torch.bfloat16, "reference")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16), amx_kernels(amx):
+            ours = run(torch.bfloat16, "cpu")
+            theirs = run(torch.bfloat16, "reference")
+    finally:
+        torch.set_num_threads(previous)
     assert ours[0].dtype == torch.bfloat16 and ours[2].dtype == torch.float32
     for got, torch_value, want in zip(ours, theirs, exact, strict=True):
         assert relative(got, want) <= 2 * relative(torch_value, want)

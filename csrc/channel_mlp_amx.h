@@ -1,0 +1,114 @@
+// The products of the fused channel MLP (channel_mlp_kernel.h) on AMX tiles (amx_tiles.h), for
+// bfloat16 storage; included only by kernels_amx.cpp.
+//
+// The row loops and their float32 tiles stay those of the FMA kernel: bias, activations and
+// their derivatives, bias gradients. The products round their operands to bfloat16 as torch's
+// autocast does for a linear layer (the weights, the layer inputs, and the gradients that flow
+// back) and sum in float32: a layer's product packs its tile of rows as A tiles against the
+// weight's B tiles, prepared once per call; a weight gradient g^T h packs g transposed and h as
+// pairs of rows and adds into the thread's float32 sum.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "amx_tiles.h"
+#include "channel_mlp_kernel.h"
+
+namespace nol_fast {
+namespace {
+
+class AmxGradSum;
+
+class AmxProducts {
+ public:
+  using GradSum = AmxGradSum;
+
+  // A thread's tiles and packing buffers.
+  struct Thread {
+    explicit Thread(const AmxProducts& p)
+        : rows(static_cast<size_t>(kMlpTileRows / kAmxRows * p.stride_ / kAmxDepth * kAmxTile)),
+          left(static_cast<size_t>(p.stride_ / 16 * kMlpTileRows / kAmxDepth * kAmxTile)),
+          right(left.size()) {}
+    TileScope tiles;
+    std::vector<bf16> rows, left, right;
+  };
+
+  AmxProducts(const ChannelMlp& a, bool forward) {
+    for (int64_t l = 0; l <= a.layers; ++l) {
+      stride_ = std::max(stride_, round_up(a.widths[l], kBlockN));
+    }
+    for (int64_t l = 0; l < a.layers; ++l) {
+      const int64_t k = a.widths[l], n = a.widths[l + 1];
+      weights_.push_back(forward ? weight_tiles(a.weights[l], k, n, true)
+                                 : weight_tiles(a.weights[l], n, k, false));
+    }
+  }
+
+  int64_t stride() const { return stride_; }
+
+  // y (rows x n of a tile, holding the bias) += h (rows x k) @ W_l^T
+  void forward(Thread& t, const float* h, int64_t rows, int64_t l, int64_t k, int64_t n,
+               float* y, int64_t stride) const {
+    const int64_t steps = round_up(k, kAmxDepth) / kAmxDepth;
+    pack_rows(h, stride, 0, rows, k, steps, t.rows.data());
+    tile_product<true>(t.rows.data(), round_up(rows, kAmxRows) / kAmxRows, weights_[l].data(),
+                       round_up(n, 16) / 16, steps, y, stride);
+  }
+
+  // next (rows x k of a tile) = g (rows x n) @ W_l
+  void backward(Thread& t, const float* g, int64_t rows, int64_t l, int64_t n, int64_t k,
+                float* next, int64_t stride) const {
+    const int64_t steps = round_up(n, kAmxDepth) / kAmxDepth;
+    pack_rows(g, stride, 0, rows, n, steps, t.rows.data());
+    tile_product<false>(t.rows.data(), round_up(rows, kAmxRows) / kAmxRows, weights_[l].data(),
+                        round_up(k, 16) / 16, steps, next, stride);
+  }
+
+ private:
+  // The (rows, cols) float32 matrix m (given transposed when `transpose`: m is then
+  // (cols, rows)) rounded to bfloat16, as B tiles.
+  static std::vector<bf16> weight_tiles(const float* m, int64_t rows, int64_t cols,
+                                        bool transpose) {
+    std::vector<float> matrix(static_cast<size_t>(rows * cols));
+    for (int64_t i = 0; i < rows; ++i) {
+      for (int64_t j = 0; j < cols; ++j) {
+        matrix[i * cols + j] = transpose ? m[j * rows + i] : m[i * cols + j];
+      }
+    }
+    const int64_t steps = round_up(rows, kAmxDepth) / kAmxDepth;
+    std::vector<bf16> tiles(static_cast<size_t>(round_up(cols, 16) / 16 * steps * kAmxTile));
+    pack_pairs(matrix.data(), cols, 0, rows, cols, steps, tiles.data());
+    return tiles;
+  }
+
+  int64_t stride_ = 0;
+  std::vector<std::vector<bf16>> weights_;
+};
+
+// A thread's sum of one weight's gradient, (n, k) = g^T h over rows of tiles, in float32
+// (round_up(n, 16), round_up(k, 16)).
+class AmxGradSum {
+ public:
+  AmxGradSum(int64_t n, int64_t k)
+      : n_(n), k_(k), ld_(round_up(k, 16)), sum_(static_cast<size_t>(round_up(n, 16) * ld_), 0.0f) {}
+
+  // += g^T h over `rows` rows of the tiles g (rows, n) and h (rows, k), row stride `stride`
+  void add(AmxProducts::Thread& t, const float* g, const float* h, int64_t rows,
+           int64_t stride) {
+    const int64_t steps = round_up(rows, kAmxDepth) / kAmxDepth;
+    pack_transposed(g, stride, 0, rows, n_, steps, t.left.data());
+    pack_pairs(h, stride, 0, rows, k_, steps, t.right.data());
+    tile_product<true>(t.left.data(), round_up(n_, 16) / 16, t.right.data(), ld_ / 16, steps,
+                       sum_.data(), ld_);
+  }
+
+  float at(int64_t i, int64_t j) const { return sum_[i * ld_ + j]; }
+
+ private:
+  int64_t n_, k_, ld_;
+  std::vector<float> sum_;
+};
+
+}  // namespace
+}  // namespace nol_fast
