@@ -133,7 +133,8 @@ inline void pack_rows(const S* x, int64_t ld, int64_t r0, int64_t count, int64_t
     const S* row = x + (r0 + r) * ld;
     bf16* dst = out + (r / kAmxRows) * steps * kAmxTile + (r % kAmxRows) * kAmxDepth;
     for (int64_t s = 0; s < steps; ++s) {
-      _mm512_storeu_si512(dst + s * kAmxTile, load_row32(row + s * kAmxDepth, cols - s * kAmxDepth));
+      _mm512_storeu_si512(dst + s * kAmxTile,
+                          load_row32(row + s * kAmxDepth, cols - s * kAmxDepth));
     }
   }
 }
@@ -175,11 +176,30 @@ inline void pack_transposed(const S* x, int64_t ld, int64_t t0, int64_t rows, in
   }
 }
 
+// Where the A tiles of a product lie: tile (block i, step s) at base + i * block + s * step,
+// its 16 rows `stride` bytes apart. Tiles packed as above (packed_tiles), or a bfloat16 matrix
+// read in place (matrix_tiles): its rows of 16 at a time, its columns 32 at a time, which
+// needs whole blocks of rows and a multiple of 32 columns.
+struct ATiles {
+  const bf16* base;
+  int64_t stride;
+  int64_t step;
+  int64_t block;
+};
+
+inline ATiles packed_tiles(const bf16* tiles, int64_t steps) {
+  return {tiles, 64, kAmxTile, steps * kAmxTile};
+}
+
+inline ATiles matrix_tiles(const bf16* rows, int64_t ld) {
+  return {rows, ld * static_cast<int64_t>(sizeof(bf16)), kAmxDepth, kAmxRows * ld};
+}
+
 // c (MB x NB tiles of 16 x 16 float32, row stride ldc floats) = (ADD: c +) the sum over
-// `steps` of A(i, step) B(j, step), i < MB, j < NB, for A and B tiles packed as above: those of
-// block i and step s at a + (i * steps + s) * kAmxTile. Tiles 0-3 hold C, 4-5 A and 6-7 B.
+// `steps` of A(i, step) B(j, step), i < MB, j < NB, B packed as above: the tile of block j and
+// step s at b + (j * steps + s) * kAmxTile. Tiles 0-3 hold C, 4-5 A and 6-7 B.
 template <int MB, int NB, bool ADD>
-inline void block_product(const bf16* a, const bf16* b, int64_t steps, float* c, int64_t ldc) {
+inline void block_product(const ATiles& a, const bf16* b, int64_t steps, float* c, int64_t ldc) {
   const int64_t c_stride = ldc * static_cast<int64_t>(sizeof(float));
   const int64_t next = steps * kAmxTile;
   float* c10 = c + kAmxRows * ldc;
@@ -195,7 +215,7 @@ inline void block_product(const bf16* a, const bf16* b, int64_t steps, float* c,
     if constexpr (MB > 1 && NB > 1) _tile_zero(3);
   }
   for (int64_t s = 0; s < steps; ++s) {
-    _tile_loadd(4, a + s * kAmxTile, 64);
+    _tile_loadd(4, a.base + s * a.step, a.stride);
     _tile_loadd(6, b + s * kAmxTile, 64);
     _tile_dpbf16ps(0, 4, 6);
     if constexpr (NB > 1) {
@@ -203,7 +223,7 @@ inline void block_product(const bf16* a, const bf16* b, int64_t steps, float* c,
       _tile_dpbf16ps(1, 4, 7);
     }
     if constexpr (MB > 1) {
-      _tile_loadd(5, a + next + s * kAmxTile, 64);
+      _tile_loadd(5, a.base + a.block + s * a.step, a.stride);
       _tile_dpbf16ps(2, 5, 6);
     }
     if constexpr (MB > 1 && NB > 1) _tile_dpbf16ps(3, 5, 7);
@@ -217,12 +237,12 @@ inline void block_product(const bf16* a, const bf16* b, int64_t steps, float* c,
 // c (16 * row_blocks x 16 * col_blocks float32, row stride ldc) = (ADD: c +) A B over
 // `steps`, in groups of 2 x 2 tiles where the blocks allow.
 template <bool ADD>
-inline void tile_product(const bf16* a, int64_t row_blocks, const bf16* b, int64_t col_blocks,
+inline void tile_product(const ATiles& a, int64_t row_blocks, const bf16* b, int64_t col_blocks,
                          int64_t steps, float* c, int64_t ldc) {
   const int64_t next = steps * kAmxTile;
   for (int64_t i = 0; i < row_blocks; i += 2) {
     for (int64_t j = 0; j < col_blocks; j += 2) {
-      const bf16* ai = a + i * next;
+      const ATiles ai{a.base + i * a.block, a.stride, a.step, a.block};
       const bf16* bj = b + j * next;
       float* cij = c + i * kAmxRows * ldc + j * 16;
       const bool two_rows = i + 1 < row_blocks, two_cols = j + 1 < col_blocks;

@@ -52,8 +52,8 @@ class AmxProducts {
                float* y, int64_t stride) const {
     const int64_t steps = round_up(k, kAmxDepth) / kAmxDepth;
     pack_rows(h, stride, 0, rows, k, steps, t.rows.data());
-    tile_product<true>(t.rows.data(), round_up(rows, kAmxRows) / kAmxRows, weights_[l].data(),
-                       round_up(n, 16) / 16, steps, y, stride);
+    tile_product<true>(packed_tiles(t.rows.data(), steps), round_up(rows, kAmxRows) / kAmxRows,
+                       weights_[l].data(), round_up(n, 16) / 16, steps, y, stride);
   }
 
   // next (rows x k of a tile) = g (rows x n) @ W_l
@@ -61,8 +61,8 @@ class AmxProducts {
                 float* next, int64_t stride) const {
     const int64_t steps = round_up(n, kAmxDepth) / kAmxDepth;
     pack_rows(g, stride, 0, rows, n, steps, t.rows.data());
-    tile_product<false>(t.rows.data(), round_up(rows, kAmxRows) / kAmxRows, weights_[l].data(),
-                        round_up(k, 16) / 16, steps, next, stride);
+    tile_product<false>(packed_tiles(t.rows.data(), steps), round_up(rows, kAmxRows) / kAmxRows,
+                        weights_[l].data(), round_up(k, 16) / 16, steps, next, stride);
   }
 
  private:
@@ -91,7 +91,10 @@ class AmxProducts {
 class AmxGradSum {
  public:
   AmxGradSum(int64_t n, int64_t k)
-      : n_(n), k_(k), ld_(round_up(k, 16)), sum_(static_cast<size_t>(round_up(n, 16) * ld_), 0.0f) {}
+      : n_(n),
+        k_(k),
+        ld_(round_up(k, 16)),
+        sum_(static_cast<size_t>(round_up(n, 16) * ld_), 0.0f) {}
 
   // += g^T h over `rows` rows of the tiles g (rows, n) and h (rows, k), row stride `stride`
   void add(AmxProducts::Thread& t, const float* g, const float* h, int64_t rows,
@@ -99,8 +102,8 @@ class AmxGradSum {
     const int64_t steps = round_up(rows, kAmxDepth) / kAmxDepth;
     pack_transposed(g, stride, 0, rows, n_, steps, t.left.data());
     pack_pairs(h, stride, 0, rows, k_, steps, t.right.data());
-    tile_product<true>(t.left.data(), round_up(n_, 16) / 16, t.right.data(), ld_ / 16, steps,
-                       sum_.data(), ld_);
+    tile_product<true>(packed_tiles(t.left.data(), steps), round_up(n_, 16) / 16,
+                       t.right.data(), ld_ / 16, steps, sum_.data(), ld_);
   }
 
   float at(int64_t i, int64_t j) const { return sum_[i * ld_ + j]; }

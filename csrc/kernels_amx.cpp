@@ -1,5 +1,6 @@
 // The bfloat16 kernels whose products run on AMX tiles (amx_tiles.h): the row reduction, the
-// row product and the shared-matrix product. They are compiled for AMX and AVX-512 here and called only where amx_enabled()
+// row product, the shared-matrix product and the channel MLP's products (channel_mlp_amx.h).
+// They are compiled for AMX and AVX-512 here and called only where amx_enabled()
 // (kernels_amx.h).
 #include "kernels_amx.h"
 
@@ -19,7 +20,8 @@
 #include <vector>
 
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,amx-tile,amx-bf16,fma,prefer-vector-width=512")
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,amx-tile,amx-bf16,fma," \
+                   "prefer-vector-width=512")
 #define NOL_FAST_KERNEL_FMA 1
 // GCC 12's AVX-512 intrinsics start "undefined" vectors as copies of themselves, which -Wall
 // reports as maybe uninitialized wherever the unpacks and inserts of amx_tiles.h inline.
@@ -50,8 +52,8 @@ void reduce_range_amx(const RowReduction& args, int64_t begin, int64_t end, int6
                     a_tiles.data());
     pack_pairs(static_cast<const bf16*>(args.b), args.ldb, start, end, args.n, steps,
                b_tiles.data());
-    tile_product<true>(a_tiles.data(), row_blocks, b_tiles.data(), col_blocks, steps, total,
-                       n_pad);
+    tile_product<true>(packed_tiles(a_tiles.data(), steps), row_blocks, b_tiles.data(),
+                       col_blocks, steps, total, n_pad);
   }
 }
 
@@ -90,9 +92,14 @@ void matmul_range_amx(const RowsMatmul& args, const bf16* w_tiles, int64_t begin
   const TileScope tiles;
   for (int64_t start = begin; start < end; start += kProductRows) {
     const int64_t rows = std::min(kProductRows, end - start);
-    pack_rows(a, args.lda, start, rows, args.k, steps, a_tiles.data());
-    tile_product<false>(a_tiles.data(), round_up(rows, kAmxRows) / kAmxRows, w_tiles,
-                        n_pad / 16, steps, c.data(), n_pad);
+    // whole blocks of rows 32 columns wide are read in place; others are packed
+    ATiles tiles_a = matrix_tiles(a + start * args.lda, args.lda);
+    if (rows < kProductRows || args.k % kAmxDepth != 0) {
+      pack_rows(a, args.lda, start, rows, args.k, steps, a_tiles.data());
+      tiles_a = packed_tiles(a_tiles.data(), steps);
+    }
+    tile_product<false>(tiles_a, round_up(rows, kAmxRows) / kAmxRows, w_tiles, n_pad / 16,
+                        steps, c.data(), n_pad);
     store_rounded(c.data(), n_pad, rows, args.n, args.accumulate, out + start * args.ldo,
                   args.ldo);
   }
@@ -113,8 +120,8 @@ void shared_range_amx(const SharedMatmul& args, const bf16* m_tiles, int64_t beg
   for (int64_t l = begin; l < end; ++l) {
     pack_pairs(t + l * args.cols * args.rest, args.rest, 0, args.cols, args.rest, steps,
                b_tiles.data());
-    tile_product<false>(m_tiles, row_blocks, b_tiles.data(), rest_pad / 16, steps, c.data(),
-                        rest_pad);
+    tile_product<false>(packed_tiles(m_tiles, steps), row_blocks, b_tiles.data(),
+                        rest_pad / 16, steps, c.data(), rest_pad);
     store_rounded(c.data(), rest_pad, args.rows, args.rest, args.accumulate,
                   out + l * args.rows * args.rest, args.rest);
   }
