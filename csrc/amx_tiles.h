@@ -39,17 +39,24 @@ struct alignas(64) TileConfig {
   uint8_t rows[16] = {};
 };
 
-// A thread's use of the tiles: all eight configured as 16 rows of 64 bytes on entry, released
-// (back to their initial state, which keeps context switches cheap) on exit.
+// A thread's use of the tiles, configured on entry and released (back to their initial state,
+// which keeps context switches cheap) on exit. Every tile is 16 rows of 64 bytes, except that a
+// product whose reduction is `depth` < 32 deep (and even) has A tiles (4, 5) of 16 rows of
+// `depth` values and B tiles (6, 7) of depth / 2 rows: their loads then read no further than
+// the operands' columns.
 class TileScope {
  public:
-  TileScope() {
+  explicit TileScope(int64_t depth = kAmxDepth) {
     TileConfig config;
     for (int t = 0; t < 8; ++t) {
       config.bytes_per_row[t] = 64;
       config.rows[t] = kAmxRows;
     }
-    _tile_loadconfig(&config);
+    for (int t : {4, 5}) config.bytes_per_row[t] = static_cast<uint16_t>(2 * depth);
+    for (int t : {6, 7}) config.rows[t] = static_cast<uint8_t>(depth / 2);
+    // Not _tile_loadconfig: GCC 12's declares it reads 8 bytes of the configuration, and the
+    // compiler may then drop the stores to the rest (it did: every tile unconfigured).
+    asm volatile("ldtilecfg %0" : : "m"(config));
   }
   ~TileScope() { _tile_release(); }
   TileScope(const TileScope&) = delete;
@@ -179,7 +186,8 @@ inline void pack_transposed(const S* x, int64_t ld, int64_t t0, int64_t rows, in
 // Where the A tiles of a product lie: tile (block i, step s) at base + i * block + s * step,
 // its 16 rows `stride` bytes apart. Tiles packed as above (packed_tiles), or a bfloat16 matrix
 // read in place (matrix_tiles): its rows of 16 at a time, its columns 32 at a time, which
-// needs whole blocks of rows and a multiple of 32 columns.
+// needs whole blocks of rows and a multiple of 32 columns, or fewer (and an even number) read
+// whole with the TileScope of that depth.
 struct ATiles {
   const bf16* base;
   int64_t stride;

@@ -61,6 +61,10 @@ void reduce_range_amx(const RowReduction& args, int64_t begin, int64_t end, int6
 // out (row stride ldo), each first added to out's value when `accumulate`.
 void store_rounded(const float* c, int64_t ldc, int64_t rows, int64_t cols, bool accumulate,
                    bf16* out, int64_t ldo) {
+  if (ldc == cols && ldo == cols) {  // both contiguous: one run of rows * cols values
+    cols *= rows;
+    rows = 1;
+  }
   for (int64_t r = 0; r < rows; ++r) {
     bf16* row = out + r * ldo;
     for (int64_t j = 0; j < cols; j += 16) {
@@ -89,12 +93,15 @@ void matmul_range_amx(const RowsMatmul& args, const bf16* w_tiles, int64_t begin
   std::vector<float> c(static_cast<size_t>(kProductRows * n_pad));
   const bf16* a = static_cast<const bf16*>(args.a);
   bf16* out = static_cast<bf16*>(args.out);
-  const TileScope tiles;
+  // whole blocks of rows are read in place where they are a multiple of 32 columns wide, or
+  // an even number below 32 (with tiles that deep); others are packed
+  const bool shallow = args.k < kAmxDepth && args.k % 2 == 0;
+  const bool in_place = shallow || args.k % kAmxDepth == 0;
+  const TileScope tiles(shallow ? args.k : kAmxDepth);
   for (int64_t start = begin; start < end; start += kProductRows) {
     const int64_t rows = std::min(kProductRows, end - start);
-    // whole blocks of rows 32 columns wide are read in place; others are packed
     ATiles tiles_a = matrix_tiles(a + start * args.lda, args.lda);
-    if (rows < kProductRows || args.k % kAmxDepth != 0) {
+    if (rows < kProductRows || !in_place) {
       pack_rows(a, args.lda, start, rows, args.k, steps, a_tiles.data());
       tiles_a = packed_tiles(a_tiles.data(), steps);
     }
