@@ -50,22 +50,26 @@ class AmxProducts {
   // y (rows x n of a tile, holding the bias) += h (rows x k) @ W_l^T
   void forward(Thread& t, const float* h, int64_t rows, int64_t l, int64_t k, int64_t n,
                float* y, int64_t stride) const {
-    const int64_t steps = round_up(k, kAmxDepth) / kAmxDepth;
-    pack_rows(h, stride, 0, rows, k, steps, t.rows.data());
-    tile_product<true>(packed_tiles(t.rows.data(), steps), round_up(rows, kAmxRows) / kAmxRows,
-                       weights_[l].data(), round_up(n, 16) / 16, steps, y, stride);
+    product<true>(t, h, rows, k, weights_[l], n, y, stride);
   }
 
   // next (rows x k of a tile) = g (rows x n) @ W_l
   void backward(Thread& t, const float* g, int64_t rows, int64_t l, int64_t n, int64_t k,
                 float* next, int64_t stride) const {
-    const int64_t steps = round_up(n, kAmxDepth) / kAmxDepth;
-    pack_rows(g, stride, 0, rows, n, steps, t.rows.data());
-    tile_product<false>(packed_tiles(t.rows.data(), steps), round_up(rows, kAmxRows) / kAmxRows,
-                        weights_[l].data(), round_up(k, 16) / 16, steps, next, stride);
+    product<false>(t, g, rows, n, weights_[l], k, next, stride);
   }
 
  private:
+  // c (rows x cols of a tile) = (ADD: c +) a (rows x depth of a tile) times the weight's tiles
+  template <bool ADD>
+  static void product(Thread& t, const float* a, int64_t rows, int64_t depth,
+                      const std::vector<bf16>& weight, int64_t cols, float* c, int64_t stride) {
+    const int64_t steps = round_up(depth, kAmxDepth) / kAmxDepth;
+    pack_rows(a, stride, 0, rows, depth, steps, t.rows.data());
+    tile_product<ADD>(packed_tiles(t.rows.data(), steps), round_up(rows, kAmxRows) / kAmxRows,
+                      weight.data(), round_up(cols, 16) / 16, steps, c, stride);
+  }
+
   // The (rows, cols) float32 matrix m (given transposed when `transpose`: m is then
   // (cols, rows)) rounded to bfloat16, as B tiles.
   static std::vector<bf16> weight_tiles(const float* m, int64_t rows, int64_t cols,
