@@ -68,9 +68,8 @@ void store_rounded(const float* c, int64_t ldc, int64_t rows, int64_t cols, bool
   for (int64_t r = 0; r < rows; ++r) {
     bf16* row = out + r * ldo;
     for (int64_t j = 0; j < cols; j += 16) {
-      const int64_t width = cols - j;
-      const __mmask16 mask = width >= 16 ? 0xffff : static_cast<__mmask16>((1u << width) - 1);
-      __m512 v = _mm512_loadu_ps(c + r * ldc + j);
+      const __mmask16 mask = first16(cols - j);
+      __m512 v = _mm512_maskz_loadu_ps(mask, c + r * ldc + j);
       if (accumulate) {
         const __m512i old = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, row + j));
         v = _mm512_add_ps(v, _mm512_castsi512_ps(_mm512_slli_epi32(old, 16)));
@@ -84,7 +83,7 @@ void store_rounded(const float* c, int64_t ldc, int64_t rows, int64_t cols, bool
 // Rows per block of the row product: two row blocks of tiles.
 constexpr int64_t kProductRows = 2 * kAmxRows;
 
-// Rows [begin, end) of the row product, 32 at a time: the rows packed as A tiles, their product
+// Rows [begin, end) of the row product, 32 at a time: the rows as A tiles, their product
 // with the weight's B tiles in float32, then rounded (after adding out's values) into out.
 void matmul_range_amx(const RowsMatmul& args, const bf16* w_tiles, int64_t begin, int64_t end) {
   const int64_t steps = round_up(args.k, kAmxDepth) / kAmxDepth;
