@@ -20,6 +20,7 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "cpu_kernel_common.h"
 
@@ -161,6 +162,23 @@ inline void pack_pairs(const S* x, int64_t ld, int64_t t0, int64_t rows, int64_t
       }
     }
   }
+}
+
+// The (rows, cols) float32 matrix w(i, j) = w[i * stride_row + j * stride_col] (a weight or its
+// transpose, read through strides) rounded to bfloat16 as torch rounds it (autocast's cast of a
+// weight), as B tiles: its rows are the reduction, 32 per step.
+inline std::vector<bf16> weight_tiles(const float* w, int64_t rows, int64_t cols,
+                                      int64_t stride_row, int64_t stride_col) {
+  std::vector<bf16> rounded(static_cast<size_t>(rows * cols));
+  for (int64_t i = 0; i < rows; ++i) {
+    for (int64_t j = 0; j < cols; ++j) {
+      rounded[i * cols + j] = from_float<bf16>(w[i * stride_row + j * stride_col]);
+    }
+  }
+  const int64_t steps = round_up(rows, kAmxDepth) / kAmxDepth;
+  std::vector<bf16> tiles(static_cast<size_t>(round_up(cols, 16) / 16 * steps * kAmxTile));
+  pack_pairs(rounded.data(), cols, 0, rows, cols, steps, tiles.data());
+  return tiles;
 }
 
 // The same rows of x transposed, as A tiles: row i of the tile of column block b and step s is

@@ -40,8 +40,9 @@ class AmxProducts {
     }
     for (int64_t l = 0; l < a.layers; ++l) {
       const int64_t k = a.widths[l], n = a.widths[l + 1];
-      weights_.push_back(forward ? weight_tiles(a.weights[l], k, n, true)
-                                 : weight_tiles(a.weights[l], n, k, false));
+      // forward W^T (k, n), backward W (n, k), W being (n, k) row-major
+      weights_.push_back(forward ? weight_tiles(a.weights[l], k, n, 1, k)
+                                 : weight_tiles(a.weights[l], n, k, k, 1));
     }
   }
 
@@ -68,22 +69,6 @@ class AmxProducts {
     pack_rows(a, stride, 0, rows, depth, steps, t.rows.data());
     tile_product<ADD>(packed_tiles(t.rows.data(), steps), round_up(rows, kAmxRows) / kAmxRows,
                       weight.data(), round_up(cols, 16) / 16, steps, c, stride);
-  }
-
-  // The (rows, cols) float32 matrix m (given transposed when `transpose`: m is then
-  // (cols, rows)) rounded to bfloat16, as B tiles.
-  static std::vector<bf16> weight_tiles(const float* m, int64_t rows, int64_t cols,
-                                        bool transpose) {
-    std::vector<float> matrix(static_cast<size_t>(rows * cols));
-    for (int64_t i = 0; i < rows; ++i) {
-      for (int64_t j = 0; j < cols; ++j) {
-        matrix[i * cols + j] = transpose ? m[j * rows + i] : m[i * cols + j];
-      }
-    }
-    const int64_t steps = round_up(rows, kAmxDepth) / kAmxDepth;
-    std::vector<bf16> tiles(static_cast<size_t>(round_up(cols, 16) / 16 * steps * kAmxTile));
-    pack_pairs(matrix.data(), cols, 0, rows, cols, steps, tiles.data());
-    return tiles;
   }
 
   int64_t stride_ = 0;

@@ -206,9 +206,7 @@ void mlp_forward_rows(const ChannelMlp& a, const P& products,
 class WeightGradSum {
  public:
   WeightGradSum(int64_t n, int64_t k)
-      : n_(n),
-        k_(k),
-        transposed_(round_up(k, kBlockM) * round_up(n, kBlockN) <
+      : transposed_(round_up(k, kBlockM) * round_up(n, kBlockN) <
                     round_up(n, kBlockM) * round_up(k, kBlockN)),
         rows_(round_up(transposed_ ? k : n, kBlockM)),
         cols_(round_up(transposed_ ? n : k, kBlockN)),
@@ -230,11 +228,7 @@ class WeightGradSum {
     return transposed_ ? sum_[j * cols_ + i] : sum_[i * cols_ + j];
   }
 
-  int64_t n() const { return n_; }
-  int64_t k() const { return k_; }
-
  private:
-  int64_t n_, k_;
   bool transposed_;
   int64_t rows_, cols_;
   std::vector<float> sum_;

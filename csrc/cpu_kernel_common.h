@@ -29,6 +29,9 @@ namespace {
 
 using bf16 = uint16_t;
 
+// v rounded up to a multiple of `to`: sizes padded to whole blocks of a kernel.
+inline int64_t round_up(int64_t v, int64_t to) { return (v + to - 1) / to * to; }
+
 inline float madd_plain(float a, float b, float c) { return a * b + c; }
 
 // a * b + c in float or double, fused where the translation unit targets FMA (the AVX-512

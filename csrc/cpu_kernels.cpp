@@ -22,6 +22,11 @@
 #define NOL_FAST_USE_AVX512(call)
 #endif
 
+// Returns from the enclosing entry point with the AMX build of `call` for bfloat16 storage where
+// AMX is enabled (kernels_amx.h).
+#define NOL_FAST_USE_AMX(call) \
+  if (args.storage == Storage::kBFloat16 && amx_enabled()) return detail::call
+
 namespace nol_fast {
 
 void epilogue_forward(const EpilogueForward& args, int num_threads) {
@@ -35,25 +40,19 @@ void epilogue_backward(const EpilogueBackward& args, int num_threads) {
 }
 
 void reduce_rows(const RowReduction& args, int num_threads) {
-  if (args.storage == Storage::kBFloat16 && amx_enabled()) {
-    return detail::reduce_rows_amx(args, num_threads);
-  }
+  NOL_FAST_USE_AMX(reduce_rows_amx(args, num_threads));
   NOL_FAST_USE_AVX512(reduce_rows_avx512(args, num_threads));
   dispatch_reduction(args, num_threads);
 }
 
 void channel_mlp_forward(const ChannelMlp& args, int num_threads) {
-  if (args.storage == Storage::kBFloat16 && amx_enabled()) {
-    return detail::channel_mlp_forward_amx(args, num_threads);
-  }
+  NOL_FAST_USE_AMX(channel_mlp_forward_amx(args, num_threads));
   NOL_FAST_USE_AVX512(channel_mlp_forward_avx512(args, num_threads));
   dispatch_mlp_forward<FmaProducts>(args, num_threads);
 }
 
 void channel_mlp_backward(const ChannelMlp& args, int num_threads) {
-  if (args.storage == Storage::kBFloat16 && amx_enabled()) {
-    return detail::channel_mlp_backward_amx(args, num_threads);
-  }
+  NOL_FAST_USE_AMX(channel_mlp_backward_amx(args, num_threads));
   NOL_FAST_USE_AVX512(channel_mlp_backward_avx512(args, num_threads));
   dispatch_mlp_backward<FmaProducts>(args, num_threads);
 }

@@ -176,16 +176,8 @@ void channel_mlp_backward_amx(const ChannelMlp& args, int num_threads) {
 }
 
 void rows_matmul_amx(const RowsMatmul& args, int num_threads) {
-  // the weight rounded to bfloat16, as autocast rounds it, in B tiles
-  const int64_t steps = round_up(args.k, kAmxDepth) / kAmxDepth;
-  std::vector<bf16> w(static_cast<size_t>(args.k * args.n));
-  for (int64_t i = 0; i < args.k; ++i) {
-    for (int64_t j = 0; j < args.n; ++j) {
-      w[i * args.n + j] = from_float<bf16>(args.w[i * args.w_stride_k + j * args.w_stride_n]);
-    }
-  }
-  std::vector<bf16> w_tiles(static_cast<size_t>(round_up(args.n, 16) / 16 * steps * kAmxTile));
-  pack_pairs(w.data(), args.n, 0, args.k, args.n, steps, w_tiles.data());
+  const std::vector<bf16> w_tiles =
+      weight_tiles(args.w, args.k, args.n, args.w_stride_k, args.w_stride_n);
   const int64_t inputs = args.rows * (args.k + args.n);
   const int threads = inputs >= kParallelMinInputs && num_threads > 1 ? num_threads : 1;
 #pragma omp parallel num_threads(threads)

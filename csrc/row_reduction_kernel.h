@@ -31,8 +31,6 @@ constexpr int64_t kBlockN = 32;
 // microseconds).
 constexpr int64_t kParallelMinInputs = 16384;
 
-inline int64_t round_up(int64_t v, int64_t to) { return (v + to - 1) / to * to; }
-
 // The block product behind the row reduction and the fused channel MLP
 // (channel_mlp_kernel.h): c (a kBlockM x kBlockN block, row stride ldc) += the sum over
 // t < count of p(t, i) q(t, j), with p(t, i) = p[t * p_t + i * p_i] and q(t, j) =

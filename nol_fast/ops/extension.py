@@ -105,7 +105,7 @@ def build_summary() -> str:
         return f"{info['extension']}; the ops run on their reference and Triton backends"
     if info["extension"] != "loaded":
         return info["extension"]
-    cpu = "CPU kernels (bfloat16 weight gradients on AMX)" if amx_enabled() else "CPU kernels"
+    cpu = "CPU kernels (bfloat16 products on AMX)" if amx_enabled() else "CPU kernels"
     if info["cuda"] is None:
         kernels = f"{cpu}, no CUDA kernels"
     else:
